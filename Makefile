@@ -1,0 +1,53 @@
+# Two commands on a fresh machine: `make demo` and `make test`. Both set up what they need.
+# The virtual environment and the broker jars are cached outside the clone
+# (STREAMDETECT_CACHE, default ~/.cache/streamdetect), keyed by their lock files, so a second
+# run on the same machine, or a fresh clone in CI, reuses them.
+
+SHELL := /bin/bash
+PYTHON ?= python3
+export STREAMDETECT_CACHE ?= $(HOME)/.cache/streamdetect
+LOCK_KEY := $(shell cat requirements.lock | sha256sum | cut -c1-12)
+VENV := $(STREAMDETECT_CACHE)/venv-$(LOCK_KEY)
+PY := $(VENV)/bin/python
+KAFKA := deploy/kafka/kafka.sh
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+
+.PHONY: help setup venv kafka-start kafka-stop topics demo test clean
+
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
+
+$(VENV)/.complete: requirements.lock
+	@echo "setup: creating $(VENV) from requirements.lock"
+	rm -rf $(VENV)
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install -q --upgrade pip setuptools
+	$(VENV)/bin/pip install -q -r requirements.lock
+	touch $@
+
+venv: $(VENV)/.complete  ## create the cached virtual environment, install this clone into it
+	@# The venv is shared between clones: point its editable install at this one.
+	@$(VENV)/bin/pip install -q --no-deps --no-build-isolation -e . 2>&1 | grep -v "^$$" || true
+	@ln -sfn $(VENV) .venv
+
+setup: venv  ## virtual environment, broker jars and tiny models
+	@$(KAFKA) fetch
+	@$(PY) -m streamdetect.cli models prepare --profile tiny
+
+kafka-start: setup  ## start the local broker on 127.0.0.1
+	@$(KAFKA) start
+
+kafka-stop:  ## stop the local broker
+	@$(KAFKA) stop
+
+demo: setup  ## broker, topics, a worker, a handful of uploads; prints verdicts; stops all it started
+	@started=0; if ! $(KAFKA) status; then $(KAFKA) start && started=1; fi; \
+	rc=0; $(PY) -m streamdetect.cli demo || rc=$$?; \
+	if [ $$started = 1 ]; then $(KAFKA) stop; fi; exit $$rc
+
+test: setup  ## the whole test suite (starts and stops its own broker and S3 server)
+	$(PY) -m pytest
+
+clean:  ## remove this clone's run state (the cache stays)
+	rm -rf .run .venv
