@@ -1,0 +1,105 @@
+"""UploadHandler: each message ends as a verdict (audit, plus alerts when flagged) or exactly
+one dead letter with a reason; the judge is an in-process stand-in (it is not under test)."""
+
+import base64
+import io
+import json
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+
+from PIL import Image
+
+from streamdetect import events
+from streamdetect.events import Source
+from streamdetect.images import ImagePolicy
+from streamdetect.stream.handler import Topics, UploadHandler
+
+SOURCE = Source("uploads", 0, 7)
+TOPICS = Topics(alerts="alerts", audit="audit", dlq="dlq")
+
+
+@dataclass
+class FixedVerdict:
+    upload_id: str
+    score: float
+    caption: str
+    caption_source: str
+
+    def as_dict(self) -> dict:
+        return {"upload_id": self.upload_id, "flagged": self.score < 0.5, "score": self.score, "threshold": 0.5,
+                "scores": {"enc": self.score}, "caption": self.caption, "caption_source": self.caption_source,
+                "seed": 1, "models": {"captioner": None, "generator": "g", "encoders": ["enc"]}}
+
+
+def judge_scoring(score: float, calls: list):
+    async def judge(*, upload_id, image, caption, seed):
+        calls.append((upload_id, image.size, caption, seed))
+        return FixedVerdict(upload_id, score, caption or "model caption", "upload" if caption else "model")
+    return judge
+
+
+def upload(**fields) -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", (8, 8), "red").save(buffer, format="PNG")
+    image = "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
+    return json.dumps({"schema_version": 1, "upload_id": "u1", "image": image, **fields}).encode()
+
+
+async def test_flagged_verdict_goes_to_audit_and_alerts() -> None:
+    calls: list = []
+    records = await UploadHandler(judge_scoring(0.2, calls), ImagePolicy(), TOPICS, "w").handle(upload(), SOURCE)
+    assert [r.topic for r in records] == ["audit", "alerts"]
+    verdict = json.loads(records[0].value)
+    events.validate("verdict", verdict)
+    assert verdict["source"] == {"topic": "uploads", "partition": 0, "offset": 7}
+    assert records[0].key == b"u1"
+    assert calls[0][:3] == ("u1", (8, 8), None)
+
+
+async def test_clean_verdict_goes_to_audit_only_and_caption_is_passed_through() -> None:
+    calls: list = []
+    handler = UploadHandler(judge_scoring(0.9, calls), ImagePolicy(), TOPICS, "w")
+    records = await handler.handle(upload(caption="a red square"), SOURCE)
+    assert [r.topic for r in records] == ["audit"]
+    assert calls[0][2] == "a red square"
+
+
+async def test_seed_is_stable_per_upload() -> None:
+    calls: list = []
+    handler = UploadHandler(judge_scoring(0.9, calls), ImagePolicy(), TOPICS, "w")
+    await handler.handle(upload(), SOURCE)
+    await handler.handle(upload(), SOURCE)
+    assert calls[0][3] == calls[1][3]
+
+
+async def dead(raw: bytes, judge=None) -> dict:
+    handler = UploadHandler(judge or judge_scoring(0.9, []), ImagePolicy(), TOPICS, "w")
+    records = await handler.handle(raw, SOURCE)
+    assert [r.topic for r in records] == ["dlq"]
+    event = json.loads(records[0].value)
+    events.validate("dead_letter", event)
+    return event
+
+
+async def test_bad_inputs_become_dead_letters_with_reasons_and_payload() -> None:
+    assert (await dead(b"\xff\xfe binary"))["payload_encoding"] == "base64"
+    assert (await dead(b"{not json"))["reason"] == "bad_schema"
+    missing_image = await dead(json.dumps({"schema_version": 1, "upload_id": "u9"}).encode())
+    assert (missing_image["reason"], missing_image["upload_id"]) == ("bad_schema", "u9")
+    assert "image" in missing_image["detail"]
+    corrupt = json.dumps({"schema_version": 1, "upload_id": "u2", "image": "data:image/png;base64,AAAA"}).encode()
+    event = await dead(corrupt)
+    assert (event["reason"], event["upload_id"], event["payload"]) == ("undecodable", "u2", corrupt.decode())
+    assert (await dead(upload(image="file:///etc/hostname")))["reason"] == "not_allowed"
+
+
+async def test_expired_deadline_is_dead_lettered() -> None:
+    past = (datetime.now(timezone.utc) - timedelta(seconds=1)).isoformat()
+    assert (await dead(upload(deadline=past)))["reason"] == "deadline"
+
+
+async def test_model_failure_is_dead_lettered_and_the_handler_goes_on() -> None:
+    async def broken(**_):
+        raise RuntimeError("CUDA out of memory")
+    event = await dead(upload(), judge=broken)
+    assert event["reason"] == "model_error" and "out of memory" in event["detail"]

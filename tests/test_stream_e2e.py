@@ -1,0 +1,159 @@
+"""End to end on a real Apache Kafka broker and a real S3-compatible server: uploads in,
+verdicts and dead letters out, through `streamdetect worker` processes with the tiny models."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import io
+import json
+import os
+import uuid
+from collections import Counter
+from pathlib import Path
+
+import boto3
+import pytest
+from aiokafka import AIOKafkaProducer
+from PIL import Image
+
+from streamdetect import events
+from streamdetect.events import Upload
+from streamdetect.stream.admin import apply_topics
+from streamdetect.stream.clients import publish_uploads
+from streamdetect.topic_specs import load_specs
+from tests.kafka_support import WorkerProcess, read_until
+
+pytestmark = pytest.mark.kafka
+
+
+def png(colour: str, size: int = 48) -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", (size, size), colour).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def inline(data: bytes) -> str:
+    return "data:image/png;base64," + base64.b64encode(data).decode()
+
+
+@pytest.fixture
+def prefix() -> str:
+    """Each test gets its own topics and consumer group on the shared broker."""
+    return f"t{uuid.uuid4().hex[:8]}-"
+
+
+@pytest.fixture
+def worker_env(kafka_bootstrap: str, s3_server: str, tiny_models: Path, prefix: str) -> dict[str, str]:
+    return {
+        **os.environ,
+        "KAFKA_BOOTSTRAP": kafka_bootstrap,
+        "STREAMDETECT_TOPIC_PREFIX": prefix,
+        "STREAMDETECT_GROUP_ID": f"{prefix}workers",
+        "STREAMDETECT_MODEL_DIR": str(tiny_models),
+        "STREAMDETECT_PROFILE": "tiny",
+        "STREAMDETECT_S3_ENDPOINT": s3_server,
+        "STREAMDETECT_LOG_JSON": "true",
+    }
+
+
+def start_worker(env: dict[str, str], tmp_path: Path, name: str, *args: str) -> WorkerProcess:
+    return WorkerProcess(env, tmp_path / f"{name}.log", *args)
+
+
+async def send_raw(bootstrap: str, topic: str, key: bytes, value: bytes) -> None:
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
+    await producer.start()
+    try:
+        await producer.send_and_wait(topic, value, key=key)
+    finally:
+        await producer.stop()
+
+
+async def test_topics_apply_is_idempotent(kafka_bootstrap: str, prefix: str) -> None:
+    first = await apply_topics(kafka_bootstrap, load_specs(), prefix)
+    second = await apply_topics(kafka_bootstrap, load_specs(), prefix)
+    assert {c.topic: c.action for c in first} == {prefix + n: "created" for n in ("uploads", "alerts", "audit", "dlq")}
+    assert {c.action for c in second} == {"unchanged"}
+
+
+async def test_good_uploads_get_verdicts_and_bad_ones_dead_letters(
+    kafka_bootstrap: str, s3_server: str, worker_env: dict[str, str], prefix: str, tmp_path: Path
+) -> None:
+    await apply_topics(kafka_bootstrap, load_specs(), prefix)
+    s3 = boto3.client("s3", endpoint_url=s3_server, region_name="us-east-1")
+    s3.create_bucket(Bucket=f"{prefix}uploads")
+    s3.put_object(Bucket=f"{prefix}uploads", Key="blue.png", Body=png("blue"))
+    s3.put_object(Bucket=f"{prefix}uploads", Key="green.png", Body=png("green"))
+    good = [
+        Upload(upload_id="good-inline-red", image=inline(png("red"))),
+        Upload(upload_id="good-inline-white", image=inline(png("white"))),
+        Upload(upload_id="good-s3-blue", image=f"s3://{prefix}uploads/blue.png"),
+        Upload(upload_id="good-s3-green", image=f"s3://{prefix}uploads/green.png"),
+        Upload(upload_id="good-own-caption", image=inline(png("yellow")), caption="a yellow square"),
+    ]
+    bad = [
+        Upload(upload_id="bad-corrupt", image=inline(b"\x89PNG\r\n\x1a\nnot a picture at all")),
+        Upload(upload_id="bad-missing-s3", image=f"s3://{prefix}uploads/nowhere.png"),
+    ]
+    await publish_uploads(kafka_bootstrap, prefix + "uploads", good + bad, [u.upload_id for u in good + bad])
+    # Not an upload at all: a wrong schema, sent raw as a buggy producer would.
+    await send_raw(kafka_bootstrap, prefix + "uploads", b"bad-schema", json.dumps({"upload_id": "bad-schema"}).encode())
+
+    worker = start_worker(worker_env, tmp_path, "worker")
+    try:
+        audit = await read_until(kafka_bootstrap, prefix + "audit", lambda e: len(e) >= len(good), 240)
+        dlq = await read_until(kafka_bootstrap, prefix + "dlq", lambda e: len(e) >= 3, 60)
+        # Give a stray duplicate the chance to show up before counting exactly.
+        await asyncio.sleep(3)
+        audit = await read_until(kafka_bootstrap, prefix + "audit", lambda e: False, 3)
+        dlq = await read_until(kafka_bootstrap, prefix + "dlq", lambda e: False, 3)
+    finally:
+        exit_code = worker.terminate()
+    assert sorted(v["upload_id"] for v in audit) == sorted(u.upload_id for u in good), worker.log_tail()
+    reasons = {d["upload_id"]: d["reason"] for d in dlq}
+    assert reasons == {"bad-corrupt": "undecodable", "bad-missing-s3": "not_found", "bad-schema": "bad_schema"}
+    for verdict in audit:
+        events.validate("verdict", verdict)
+    for dead in dlq:
+        events.validate("dead_letter", dead)
+        assert json.loads(dead["payload"])["upload_id"] == dead["upload_id"]  # the original payload, intact
+    by_id = {v["upload_id"]: v for v in audit}
+    assert by_id["good-own-caption"]["caption_source"] == "upload"
+    assert by_id["good-own-caption"]["caption"] == "a yellow square"
+    assert by_id["good-own-caption"]["models"]["captioner"] is None
+    assert by_id["good-inline-red"]["caption_source"] == "model"
+    flagged = {v["upload_id"] for v in audit if v["flagged"]}
+    alerts = await read_until(kafka_bootstrap, prefix + "alerts", lambda e: len(e) >= len(flagged), 10)
+    assert {a["upload_id"] for a in alerts} == flagged
+    assert exit_code == 0, worker.log_tail()
+
+
+async def test_worker_killed_mid_stream_loses_nothing(
+    kafka_bootstrap: str, worker_env: dict[str, str], prefix: str, tmp_path: Path
+) -> None:
+    await apply_topics(kafka_bootstrap, load_specs(), prefix)
+    uploads = [Upload(upload_id=f"u{i:03d}", image=inline(png((i * 40 % 256, 90, 200)))) for i in range(60)]
+    await publish_uploads(kafka_bootstrap, prefix + "uploads", uploads, [u.upload_id for u in uploads])
+    # Small batches and few uploads in flight keep the first worker busy long enough to die mid-stream.
+    slow = ("--max-batch", "2", "--max-in-flight", "4")
+    first = start_worker(worker_env, tmp_path, "first", *slow)
+    try:
+        before = await read_until(kafka_bootstrap, prefix + "audit", lambda e: len(e) >= 5, 240)
+    finally:
+        first.kill()
+    assert len(before) >= 5, first.log_tail()
+    judged_before_kill = {v["upload_id"] for v in await read_until(kafka_bootstrap, prefix + "audit", lambda e: False, 3)}
+    assert len(judged_before_kill) < len(uploads), "the worker finished before it was killed: nothing was tested"
+
+    second = start_worker(worker_env, tmp_path, "second")
+    try:
+        wanted = {u.upload_id for u in uploads}
+        after = await read_until(kafka_bootstrap, prefix + "audit",
+                                 lambda e: wanted <= {v["upload_id"] for v in e}, 240)
+    finally:
+        second.terminate()
+    counts = Counter(v["upload_id"] for v in after)
+    assert set(counts) == wanted, second.log_tail()
+    duplicates = sum(n - 1 for n in counts.values())
+    print(f"killed after {len(judged_before_kill)} verdicts; {duplicates} duplicate verdicts after restart")
