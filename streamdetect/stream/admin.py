@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from aiokafka.admin import AIOKafkaAdminClient, ConfigResource, ConfigResourceType, NewPartitions, NewTopic
+from aiokafka.admin import AIOKafkaAdminClient, NewPartitions, NewTopic
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
 from streamdetect.topic_specs import TopicSpec
 
@@ -29,13 +30,23 @@ async def apply_topics(bootstrap: str, specs: list[TopicSpec], prefix: str = "")
         for spec in specs:
             name = prefix + spec.name
             if name not in existing:
-                await admin.create_topics([NewTopic(name, spec.partitions, spec.replication_factor, spec.config)])
+                response = await admin.create_topics([NewTopic(
+                    name, spec.partitions, spec.replication_factor, topic_configs=spec.config)])
+                _raise_for_errors(response, f"creating topic {name}")
                 changes.append(Change(name, "created", f"{spec.partitions} partitions"))
             else:
                 changes.extend(await _update(admin, name, spec))
         return changes
     finally:
         await admin.close()
+
+
+def _raise_for_errors(response: object, doing: str) -> None:
+    """Admin responses carry per-topic error codes instead of raising; surface them."""
+    for error in getattr(response, "topic_errors", []) or []:
+        code, message = error[1], error[2] if len(error) > 2 else ""
+        if code:
+            raise RuntimeError(f"{doing} failed: Kafka error {code} {message or ''}".strip())
 
 
 async def _update(admin: AIOKafkaAdminClient, name: str, spec: TopicSpec) -> list[Change]:

@@ -21,6 +21,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from streamdetect import events
 from streamdetect.events import Upload
 
+ASSIGNMENT_ATTEMPTS = 20
 REFERENCE_SCHEMES = ("s3://", "https://", "http://", "file://", "data:", "base64:")
 
 
@@ -76,14 +77,8 @@ async def follow(
     bootstrap: str, topic: str, from_beginning: bool = False, idle_timeout_s: float | None = None
 ) -> AsyncIterator[dict]:
     """Yield each event on ``topic`` as it arrives; stop after ``idle_timeout_s`` without one."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
-    await consumer.start()
+    consumer = await _reader(bootstrap, topic, "earliest" if from_beginning else "latest")
     try:
-        partitions = await _assign_all(consumer, topic)
-        if from_beginning:
-            await consumer.seek_to_beginning(*partitions)
-        else:
-            await consumer.seek_to_end(*partitions)
         while True:
             batch = await consumer.getmany(timeout_ms=1000 if idle_timeout_s is None else int(idle_timeout_s * 1000))
             if not batch and idle_timeout_s is not None:
@@ -99,12 +94,12 @@ async def replay(
     bootstrap: str, topic: str, since: datetime | None = None, until: datetime | None = None
 ) -> AsyncIterator[dict]:
     """Yield the events in ``topic`` written in [since, until), up to the end as it was at start."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
-    await consumer.start()
+    consumer = await _reader(bootstrap, topic, "earliest")
     try:
-        partitions = await _assign_all(consumer, topic)
+        partitions = sorted(consumer.assignment())
         ends = await consumer.end_offsets(partitions)
-        await _seek_since(consumer, partitions, since, ends)
+        if since is not None:
+            await _seek_since(consumer, partitions, since, ends)
         until_ms = int(until.timestamp() * 1000) if until else None
         remaining = {tp for tp in partitions if await consumer.position(tp) < ends[tp]}
         while remaining:
@@ -119,22 +114,24 @@ async def replay(
         await consumer.stop()
 
 
-async def _assign_all(consumer: AIOKafkaConsumer, topic: str) -> list[TopicPartition]:
-    await consumer.topics()  # fetches fresh metadata, so a just-created topic is seen
-    partition_ids = consumer.partitions_for_topic(topic)
-    if not partition_ids:
-        raise LookupError(f"topic {topic!r} does not exist on this broker; run `streamdetect topics apply`")
-    partitions = [TopicPartition(topic, p) for p in sorted(partition_ids)]
-    consumer.assign(partitions)
-    return partitions
+async def _reader(bootstrap: str, topic: str, reset: str) -> AIOKafkaConsumer:
+    """A group-less consumer of every partition of ``topic``, started and assigned."""
+    # Without a group, aiokafka assigns all partitions of a subscribed topic itself, and
+    # auto_offset_reset picks the start, since nothing is ever committed.
+    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, group_id=None,
+                                enable_auto_commit=False, auto_offset_reset=reset)
+    await consumer.start()
+    for _ in range(ASSIGNMENT_ATTEMPTS):  # a just-created topic takes a moment to show in metadata
+        if consumer.assignment():
+            return consumer
+        await asyncio.sleep(0.5)
+    await consumer.stop()
+    raise LookupError(f"topic {topic!r} does not exist on {bootstrap}; run `streamdetect topics apply`")
 
 
 async def _seek_since(
-    consumer: AIOKafkaConsumer, partitions: list[TopicPartition], since: datetime | None, ends: dict
+    consumer: AIOKafkaConsumer, partitions: list[TopicPartition], since: datetime, ends: dict
 ) -> None:
-    if since is None:
-        await consumer.seek_to_beginning(*partitions)
-        return
     found = await consumer.offsets_for_times({tp: int(since.timestamp() * 1000) for tp in partitions})
     for tp in partitions:
         consumer.seek(tp, found[tp].offset if found.get(tp) else ends[tp])

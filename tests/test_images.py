@@ -1,0 +1,379 @@
+"""streamdetect.images against real servers: moto S3 and http.server, both on 127.0.0.1."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import pickle
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import boto3
+import pytest
+from PIL import Image
+
+from streamdetect.images import REASONS, ImageError, ImagePolicy, decode_image, fetch_bytes, load_image
+
+
+def png(mode: str = "RGB", size: tuple[int, int] = (8, 6), color: object = None) -> bytes:
+    buf = io.BytesIO()
+    Image.new(mode, size, color).save(buf, "PNG")
+    return buf.getvalue()
+
+
+def data_uri(data: bytes, media: str = "image/png") -> str:
+    return f"data:{media};base64,{base64.b64encode(data).decode()}"
+
+
+def closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def expect_error(ref: str, policy: ImagePolicy, reason: str, *, load: bool = False) -> ImageError:
+    """Resolve ``ref``, expect ``reason``, and check the detail names the reference without
+    copying an inline payload into it."""
+    with pytest.raises(ImageError) as info:
+        (load_image if load else fetch_bytes)(ref, policy)
+    err = info.value
+    assert err.reason == reason, err
+    if ref.startswith(("data:", "base64:")):
+        assert ref[:20] in err.detail
+        if len(ref) > 120:
+            assert ref not in err.detail and len(err.detail) < 400
+    else:
+        assert ref in err.detail
+    return err
+
+
+# ---------------------------------------------------------------- servers
+
+
+@pytest.fixture(scope="module")
+def s3(s3_server: str) -> Iterator[tuple[object, str, ImagePolicy]]:
+    """A fresh bucket on the session's S3 server: (boto3 client, bucket, policy)."""
+    client = boto3.client("s3", endpoint_url=s3_server, region_name="us-east-1")
+    bucket = f"images-{uuid.uuid4().hex[:12]}"
+    client.create_bucket(Bucket=bucket)
+    yield client, bucket, ImagePolicy(s3_endpoint=s3_server, s3_region="us-east-1", timeout_s=5)
+
+
+class _Handler(BaseHTTPRequestHandler):
+    routes: dict[str, tuple[int, bytes]] = {}
+
+    def log_message(self, format: str, *args: object) -> None:  # keep test output clean
+        pass
+
+    def do_GET(self) -> None:
+        try:
+            if self.path == "/endless":  # no Content-Length, never ends: only a capped reader returns
+                self.send_response(200)
+                self.end_headers()
+                while True:
+                    self.wfile.write(b"\0" * 65536)
+            elif self.path == "/trickle":  # a byte at a time, each well inside the socket timeout
+                self.send_response(200)
+                self.send_header("Content-Length", "1000")
+                self.end_headers()
+                for _ in range(1000):
+                    self.wfile.write(b"x")
+                    self.wfile.flush()
+                    time.sleep(0.05)
+            elif self.path == "/to-file":
+                self.send_response(302)
+                self.send_header("Location", "file:///etc/passwd")
+                self.end_headers()
+            else:
+                status, body = self.routes.get(self.path, (404, b"no such thing"))
+                self.send_response(status)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the client hung up on purpose
+
+
+@pytest.fixture(scope="module")
+def http_url() -> Iterator[str]:
+    _Handler.routes = {
+        "/ok.png": (200, png("RGB", (5, 4), (10, 20, 30))),
+        "/forbidden.png": (403, b"denied"),
+        "/broken.png": (200, b"this is not an image"),
+        "/big.png": (200, b"\0" * 5000),
+    }
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
+
+
+HTTP = ImagePolicy(allow_http=True, timeout_s=5)
+
+
+# ---------------------------------------------------------------- the error type
+
+
+def test_image_error_carries_reason_detail_and_pickles() -> None:
+    err = ImageError("not_found", "no such object")
+    assert (err.reason, err.detail) == ("not_found", "no such object")
+    assert "not_found" in str(err)
+    copy = pickle.loads(pickle.dumps(err))
+    assert (copy.reason, copy.detail) == (err.reason, err.detail)
+    with pytest.raises(ValueError):
+        ImageError("nope", "x")
+    assert len(set(REASONS)) == 7
+
+
+# ---------------------------------------------------------------- inline
+
+
+def test_inline_data_uri_and_base64_prefix() -> None:
+    data = png("RGB", (3, 2), (1, 2, 3))
+    assert fetch_bytes(data_uri(data), ImagePolicy()) == data
+    assert fetch_bytes("base64:" + base64.b64encode(data).decode(), ImagePolicy()) == data
+    wrapped = base64.encodebytes(data).decode()  # MIME style, with line breaks
+    assert fetch_bytes(f"data:image/png;base64,{wrapped}", ImagePolicy()) == data
+    img = load_image(data_uri(data), ImagePolicy())
+    assert (img.mode, img.size, img.getpixel((0, 0))) == ("RGB", (3, 2), (1, 2, 3))
+
+
+@pytest.mark.parametrize(
+    "ref",
+    [
+        "data:image/png;base64,@@not base64@@" + "A" * 200,
+        "data:text/plain;base64," + base64.b64encode(png()).decode(),
+        "data:image/png," + "A" * 200,  # not base64-encoded
+        "base64:!!!!",
+    ],
+)
+def test_inline_malformed_is_bad_reference(ref: str) -> None:
+    expect_error(ref, ImagePolicy(), "bad_reference")
+
+
+def test_inline_oversize_is_rejected_before_decoding() -> None:
+    policy = ImagePolicy(max_bytes=1000)
+    expect_error(data_uri(b"\0" * 1001), policy, "too_large")
+    # Not even valid base64: only the length was looked at, so the verdict is size, not syntax.
+    expect_error("data:image/png;base64," + "!" * 5000, policy, "too_large")
+    assert len(fetch_bytes(data_uri(b"\0" * 1000), policy)) == 1000
+
+
+# ---------------------------------------------------------------- s3
+
+
+def test_s3_ok(s3: tuple) -> None:
+    client, bucket, policy = s3
+    data = png("RGB", (4, 4), (200, 100, 50))
+    client.put_object(Bucket=bucket, Key="uploads/a b?c.png", Body=data)
+    assert fetch_bytes(f"s3://{bucket}/uploads/a b?c.png", policy) == data
+    assert load_image(f"s3://{bucket}/uploads/a b?c.png", policy).getpixel((3, 3)) == (200, 100, 50)
+
+
+def test_s3_missing_key_and_bucket_are_not_found(s3: tuple) -> None:
+    _, bucket, policy = s3
+    expect_error(f"s3://{bucket}/no/such/key.png", policy, "not_found")
+    expect_error(f"s3://no-such-bucket-{uuid.uuid4().hex[:8]}/k.png", policy, "not_found")
+
+
+def test_s3_denied_by_bucket_policy_is_forbidden(s3_server: str, s3: tuple) -> None:
+    # moto enforces a bucket policy's explicit Deny (ignoring its Principal), answering 403
+    # with an empty body, so botocore reports the code as "403", not "AccessDenied".
+    client, _, policy = s3
+    bucket = f"private-{uuid.uuid4().hex[:12]}"
+    client.create_bucket(Bucket=bucket)
+    client.put_object(Bucket=bucket, Key="secret/a.png", Body=png())
+    client.put_object(Bucket=bucket, Key="public/a.png", Body=png())
+    deny = {
+        "Version": "2012-10-17",
+        "Statement": [
+            {"Effect": "Deny", "Principal": "*", "Action": "s3:GetObject", "Resource": f"arn:aws:s3:::{bucket}/secret/*"}
+        ],
+    }
+    client.put_bucket_policy(Bucket=bucket, Policy=json.dumps(deny))
+    expect_error(f"s3://{bucket}/secret/a.png", policy, "forbidden")
+    assert fetch_bytes(f"s3://{bucket}/public/a.png", policy) == png()
+
+
+def test_s3_oversize_is_too_large_from_content_length(s3: tuple) -> None:
+    client, bucket, policy = s3
+    client.put_object(Bucket=bucket, Key="big.bin", Body=b"\0" * 2001)
+    small = ImagePolicy(max_bytes=2000, s3_endpoint=policy.s3_endpoint, s3_region=policy.s3_region)
+    err = expect_error(f"s3://{bucket}/big.bin", small, "too_large")
+    assert "2001 bytes" in err.detail  # the declared length, known before any body was read
+
+
+def test_s3_unreachable_endpoint() -> None:
+    policy = ImagePolicy(s3_endpoint=f"http://127.0.0.1:{closed_port()}", s3_region="us-east-1", timeout_s=1)
+    expect_error("s3://bucket/key.png", policy, "unreachable")
+
+
+@pytest.mark.parametrize("ref", ["s3://bucket-only", "s3://bucket/", "s3:///key"])
+def test_s3_malformed_is_bad_reference(ref: str, s3: tuple) -> None:
+    expect_error(ref, s3[2], "bad_reference")
+
+
+def test_s3_client_is_built_once_across_threads(s3: tuple) -> None:
+    from streamdetect.images import _s3_client
+
+    policy = ImagePolicy(s3_endpoint=s3[2].s3_endpoint, s3_region="eu-west-3")
+    clients: list[object] = []
+    threads = [threading.Thread(target=lambda: clients.append(_s3_client(policy))) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len({id(c) for c in clients}) == 1
+    assert _s3_client(ImagePolicy(s3_endpoint=s3[2].s3_endpoint, s3_region="us-east-1")) is not clients[0]
+
+
+# ---------------------------------------------------------------- http(s)
+
+
+def test_http_ok_when_allowed(http_url: str) -> None:
+    img = load_image(f"{http_url}/ok.png", HTTP)
+    assert (img.size, img.getpixel((0, 0))) == ((5, 4), (10, 20, 30))
+
+
+def test_http_refused_by_default(http_url: str) -> None:
+    expect_error(f"{http_url}/ok.png", ImagePolicy(), "not_allowed")
+
+
+def test_http_status_codes(http_url: str) -> None:
+    expect_error(f"{http_url}/forbidden.png", HTTP, "forbidden")
+    expect_error(f"{http_url}/missing.png", HTTP, "not_found")
+
+
+def test_http_oversize_with_and_without_content_length(http_url: str) -> None:
+    policy = ImagePolicy(allow_http=True, max_bytes=4000, timeout_s=5)
+    expect_error(f"{http_url}/big.png", policy, "too_large")
+    started = time.monotonic()
+    expect_error(f"{http_url}/endless", policy, "too_large")  # returns only because reading stops
+    assert time.monotonic() - started < 5
+
+
+def test_http_unreachable_and_slow(http_url: str) -> None:
+    expect_error(f"http://127.0.0.1:{closed_port()}/a.png", HTTP, "unreachable")
+    started = time.monotonic()
+    expect_error(f"{http_url}/trickle", ImagePolicy(allow_http=True, timeout_s=0.5), "unreachable")
+    assert time.monotonic() - started < 3
+
+
+def test_http_redirect_to_disallowed_scheme(http_url: str) -> None:
+    err = expect_error(f"{http_url}/to-file", HTTP, "not_allowed")
+    assert "file:///etc/passwd" in err.detail
+
+
+def test_http_credentials_in_url_are_refused_and_not_echoed(http_url: str) -> None:
+    ref = http_url.replace("http://", "http://user:hunter2@") + "/ok.png"
+    with pytest.raises(ImageError) as info:
+        fetch_bytes(ref, HTTP)
+    assert info.value.reason == "bad_reference"
+    assert "hunter2" not in info.value.detail and "user:***@127.0.0.1" in info.value.detail
+
+
+def test_undecodable_download_names_the_reference(http_url: str) -> None:
+    expect_error(f"{http_url}/broken.png", HTTP, "undecodable", load=True)
+
+
+# ---------------------------------------------------------------- file
+
+
+def test_file_refused_by_default_and_ok_when_allowed(tmp_path: Path) -> None:
+    path = tmp_path / "pic one.png"
+    path.write_bytes(png("L", (2, 2), 7))
+    ref = path.as_uri()
+    expect_error(ref, ImagePolicy(), "not_allowed")
+    allowed = ImagePolicy(allow_file=True)
+    assert fetch_bytes(ref, allowed) == path.read_bytes()
+    assert load_image(ref, allowed).getpixel((0, 0)) == (7, 7, 7)
+    expect_error((tmp_path / "missing.png").as_uri(), allowed, "not_found")
+    expect_error(str(path), allowed, "bad_reference")  # a bare path is not a file:// reference
+
+
+def test_file_oversize(tmp_path: Path) -> None:
+    path = tmp_path / "big.bin"
+    path.write_bytes(b"\0" * 101)
+    expect_error(path.as_uri(), ImagePolicy(allow_file=True, max_bytes=100), "too_large")
+
+
+# ---------------------------------------------------------------- references
+
+
+@pytest.mark.parametrize("ref", ["ftp://example.com/a.png", "gopher://x/y", "/etc/passwd", "a.png", "https://", "  "])
+def test_unknown_or_malformed_reference(ref: str) -> None:
+    with pytest.raises(ImageError) as info:
+        fetch_bytes(ref, ImagePolicy())
+    assert info.value.reason == "bad_reference"
+    assert repr(ref) in info.value.detail
+
+
+# ---------------------------------------------------------------- decoding
+
+
+def test_oversize_pixels_declared_by_a_small_png() -> None:
+    huge = png("1", (20000, 20000))  # ~50 KB on disk, 400 Mpixel decoded
+    assert len(huge) < 100_000
+    err = expect_error(data_uri(huge), ImagePolicy(), "too_large", load=True)
+    assert "pixels" in err.detail
+    # Under Pillow's own bomb limit but over the policy's: the policy check is what rejects it.
+    with pytest.raises(ImageError) as info:
+        decode_image(png("1", (5000, 5000)), ImagePolicy())
+    assert info.value.reason == "too_large" and "5000x5000" in info.value.detail
+
+
+def test_pixel_limit_is_checked_before_pixels_are_read() -> None:
+    header_only = png("RGB", (64, 64))[:60]  # would be undecodable if load() were reached
+    with pytest.raises(ImageError) as info:
+        decode_image(header_only, ImagePolicy(max_pixels=64 * 63))
+    assert info.value.reason == "too_large"
+
+
+@pytest.mark.parametrize(
+    "data",
+    [b"", b"definitely not an image", b"\x89PNG\r\n\x1a\n" + b"\0" * 40, png("RGB", (64, 64), (1, 2, 3))[:-30]],
+    ids=["empty", "text", "corrupt-png", "truncated-png"],
+)
+def test_corrupt_and_truncated_are_undecodable(data: bytes) -> None:
+    with pytest.raises(ImageError) as info:
+        decode_image(data, ImagePolicy())
+    assert info.value.reason == "undecodable"
+
+
+def test_formats_outside_the_allowlist_are_undecodable() -> None:
+    buf = io.BytesIO()
+    Image.new("RGB", (16, 16)).save(buf, "ICO")
+    with pytest.raises(ImageError) as info:
+        decode_image(buf.getvalue(), ImagePolicy())
+    assert info.value.reason == "undecodable"
+
+
+@pytest.mark.parametrize(
+    ("mode", "color", "expected"),
+    [
+        ("RGBA", (255, 0, 0, 255), (255, 0, 0)),
+        ("RGBA", (255, 0, 0, 0), (255, 255, 255)),  # transparent flattens onto white
+        ("LA", (100, 255), (100, 100, 100)),
+        ("L", 100, (100, 100, 100)),
+        ("1", 1, (255, 255, 255)),
+        ("I;16", 40000, (156, 156, 156)),  # 16-bit grey scaled to 8 bits, not clipped to white
+        ("P", 3, None),
+    ],
+)
+def test_modes_come_back_rgb(mode: str, color: object, expected: tuple[int, int, int] | None) -> None:
+    img = decode_image(png(mode, (3, 3), color), ImagePolicy())
+    assert img.mode == "RGB" and img.size == (3, 3)
+    if expected is not None:
+        assert img.getpixel((1, 1)) == expected
