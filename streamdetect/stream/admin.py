@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from aiokafka.admin import AIOKafkaAdminClient, NewPartitions, NewTopic
+from aiokafka.errors import TopicAlreadyExistsError
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
 from streamdetect.topic_specs import TopicSpec
@@ -29,10 +30,7 @@ async def apply_topics(bootstrap: str, specs: list[TopicSpec], prefix: str = "")
         changes = []
         for spec in specs:
             name = prefix + spec.name
-            if name not in existing:
-                response = await admin.create_topics([NewTopic(
-                    name, spec.partitions, spec.replication_factor, topic_configs=spec.config)])
-                _raise_for_errors(response, f"creating topic {name}")
+            if name not in existing and await _create(admin, name, spec):
                 changes.append(Change(name, "created", f"{spec.partitions} partitions"))
             else:
                 changes.extend(await _update(admin, name, spec))
@@ -41,12 +39,17 @@ async def apply_topics(bootstrap: str, specs: list[TopicSpec], prefix: str = "")
         await admin.close()
 
 
-def _raise_for_errors(response: object, doing: str) -> None:
-    """Admin responses carry per-topic error codes instead of raising; surface them."""
-    for error in getattr(response, "topic_errors", []) or []:
-        code, message = error[1], error[2] if len(error) > 2 else ""
+async def _create(admin: AIOKafkaAdminClient, name: str, spec: TopicSpec) -> bool:
+    """Create the topic; False if it already existed (metadata can lag a fresh creation)."""
+    response = await admin.create_topics(
+        [NewTopic(name, spec.partitions, spec.replication_factor, topic_configs=spec.config)])
+    # Admin responses carry per-topic error codes instead of raising.
+    for _, code, message in response.topic_errors:
+        if code == TopicAlreadyExistsError.errno:
+            return False
         if code:
-            raise RuntimeError(f"{doing} failed: Kafka error {code} {message or ''}".strip())
+            raise RuntimeError(f"creating topic {name} failed: Kafka error {code}: {message}")
+    return True
 
 
 async def _update(admin: AIOKafkaAdminClient, name: str, spec: TopicSpec) -> list[Change]:
