@@ -6,6 +6,7 @@ cannot), and that case is reported rather than silently ignored.
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 
 from aiokafka.admin import AIOKafkaAdminClient, NewPartitions, NewTopic
@@ -13,6 +14,9 @@ from aiokafka.errors import TopicAlreadyExistsError
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
 from streamdetect.topic_specs import TopicSpec
+
+
+METADATA_ATTEMPTS = 20
 
 
 @dataclass(frozen=True)
@@ -31,6 +35,7 @@ async def apply_topics(bootstrap: str, specs: list[TopicSpec], prefix: str = "")
         for spec in specs:
             name = prefix + spec.name
             if name not in existing and await _create(admin, name, spec):
+                await _partition_count(admin, name)  # returns once clients can see the new topic
                 changes.append(Change(name, "created", f"{spec.partitions} partitions"))
             else:
                 changes.extend(await _update(admin, name, spec))
@@ -54,8 +59,7 @@ async def _create(admin: AIOKafkaAdminClient, name: str, spec: TopicSpec) -> boo
 
 async def _update(admin: AIOKafkaAdminClient, name: str, spec: TopicSpec) -> list[Change]:
     changes = []
-    (described,) = await admin.describe_topics([name])
-    current = len(described["partitions"])
+    current = await _partition_count(admin, name)
     if spec.partitions > current:
         await admin.create_partitions({name: NewPartitions(total_count=spec.partitions)})
         changes.append(Change(name, "partitions", f"{current} -> {spec.partitions}"))
@@ -66,6 +70,17 @@ async def _update(admin: AIOKafkaAdminClient, name: str, spec: TopicSpec) -> lis
         await admin.alter_configs([ConfigResource(ConfigResourceType.TOPIC, name, configs=spec.config)])
         changes.append(Change(name, "config", ", ".join(f"{k}={v}" for k, v in sorted(differing.items()))))
     return changes or [Change(name, "unchanged")]
+
+
+async def _partition_count(admin: AIOKafkaAdminClient, name: str) -> int:
+    """Partitions of an existing topic, waiting out metadata that has not caught up with a
+    creation yet (it reports the topic with an error or without partitions for a moment)."""
+    for _ in range(METADATA_ATTEMPTS):
+        (described,) = await admin.describe_topics([name])
+        if described["error_code"] == 0 and described["partitions"]:
+            return len(described["partitions"])
+        await asyncio.sleep(0.5)
+    raise RuntimeError(f"topic {name} exists but its metadata never became readable")
 
 
 async def _differing_config(admin: AIOKafkaAdminClient, name: str, wanted: dict[str, str]) -> dict[str, str]:
