@@ -28,7 +28,8 @@ $(VENV)/.complete: requirements.lock
 
 venv: $(VENV)/.complete  ## create the cached virtual environment, install this clone into it
 	@# The venv is shared between clones: point its editable install at this one.
-	@$(VENV)/bin/pip install -q --no-deps --no-build-isolation -e . 2>&1 | grep -v "^$$" || true
+	@$(VENV)/bin/pip install -q --no-deps --no-build-isolation -e . >$(VENV)/editable-install.log 2>&1 \
+		|| { cat $(VENV)/editable-install.log; exit 1; }
 	@ln -sfn $(VENV) .venv
 
 setup: venv  ## virtual environment, broker jars and tiny models

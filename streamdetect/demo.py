@@ -125,11 +125,14 @@ async def _collect(settings: Settings, name: str, outcomes: asyncio.Queue) -> No
 
 
 async def _await_outcomes(outcomes: asyncio.Queue, pending: dict[str, str], timeout_s: float) -> dict[str, int]:
-    """Print each outcome for our uploads as it arrives, until all are in or time is up."""
+    """Print each outcome for our uploads as it arrives, until every upload has one and every
+    flagged verdict's alert has arrived too, or time is up."""
+    labels = dict(pending)
     counts = {"audit": 0, "dlq": 0, "alerts": 0}
-    ours = set(pending)
+    flagged: set[str] = set()
+    alerted: set[str] = set()
     deadline = time.monotonic() + timeout_s
-    while pending and time.monotonic() < deadline:
+    while (pending or flagged - alerted) and time.monotonic() < deadline:
         try:
             name, event = await asyncio.wait_for(outcomes.get(), timeout=deadline - time.monotonic())
         except TimeoutError:
@@ -138,18 +141,21 @@ async def _await_outcomes(outcomes: asyncio.Queue, pending: dict[str, str], time
             print(f"FAILED: {event['error']}")
             break
         upload_id = event.get("upload_id")
-        if name == "alerts":
-            if upload_id in ours:
-                counts["alerts"] += 1
-                print(f"  ALERT     {upload_id}: score {event['score']:.3f} < {event['threshold']}")
-            continue
-        if upload_id not in pending:
-            continue
-        label = pending.pop(upload_id)
+        if upload_id not in labels or (name != "alerts" and upload_id not in pending):
+            continue  # someone else's upload, or a replayed duplicate
         counts[name] += 1
+        if name == "alerts":
+            alerted.add(upload_id)
+            print(f"  ALERT     {labels[upload_id]:28} score {event['score']:.3f} < threshold {event['threshold']}")
+            continue
+        pending.pop(upload_id)
         if name == "audit":
-            print(f"  verdict   {label:28} flagged={event['flagged']!s:5} score={event['score']:.3f} "
+            if event["flagged"]:
+                flagged.add(upload_id)
+            print(f"  verdict   {labels[upload_id]:28} flagged={event['flagged']!s:5} score={event['score']:.3f} "
                   f"caption[{event['caption_source']}]={event['caption']!r}")
         else:
-            print(f"  dead      {label:28} reason={event['reason']}: {event['detail']}")
+            print(f"  dead      {labels[upload_id]:28} reason={event['reason']}: {event['detail']}")
+    if flagged - alerted:
+        pending.update({u: f"alert for {labels[u]}" for u in flagged - alerted})
     return counts
