@@ -13,7 +13,7 @@ KAFKA := deploy/kafka/kafka.sh
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: help setup venv kafka-start kafka-stop topics demo test clean
+.PHONY: help setup venv kafka-start kafka-stop topics demo test bench clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -49,6 +49,10 @@ demo: setup  ## broker, topics, a worker, a handful of uploads; prints verdicts;
 
 test: setup  ## the whole test suite (starts and stops its own broker and S3 server)
 	$(PY) -m pytest
+
+bench: setup  ## reference vs engine vs stream vs bare Kafka, tiny models (own broker unless KAFKA_BOOTSTRAP); writes .run/bench.json
+	@mkdir -p .run
+	$(PY) -m streamdetect.cli bench --profile tiny --json .run/bench.json
 
 clean:  ## remove this clone's run state (the cache stays)
 	rm -rf .run .venv

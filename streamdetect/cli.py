@@ -26,7 +26,22 @@ def _settings(ctx: click.Context, **overrides: Any) -> Settings:
     return settings
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+class _Group(click.Group):
+    """Turns an unreachable broker into one clear line instead of a traceback."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        from aiokafka.errors import KafkaConnectionError
+
+        try:
+            return super().invoke(ctx)
+        except KafkaConnectionError as exc:
+            raise click.ClickException(
+                f"cannot reach Kafka ({exc}). Is the broker running? Start the local one with "
+                "`deploy/kafka/kafka.sh start`, or point --bootstrap / KAFKA_BOOTSTRAP at yours."
+            ) from exc
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.option("--config", "config_file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="TOML file of settings (same names as the flags, with underscores). Flags and "
                    "STREAMDETECT_* environment variables override it.")
@@ -66,6 +81,13 @@ def main(ctx: click.Context, config_file: Path | None, **overrides: Any) -> None
 @click.option("--allow-file/--no-allow-file", default=None, help="Accept file:// references (default: refused).")
 @click.option("--allow-http/--no-allow-http", default=None, help="Accept plain http:// references (default: https only).")
 @click.option("--s3-endpoint", help="S3-compatible endpoint URL for s3:// references (e.g. MinIO); default AWS.")
+@click.option("--mode", type=click.Choice(["vanilla", "stochastic"]),
+              help="vanilla: the profile's ensemble; stochastic: per upload a drawn generator, k drawn "
+                   "encoders and one-time weight noise (default vanilla).")
+@click.option("--encoders-per-request", "-k", type=int, help="Stochastic mode: encoders drawn per upload (0 = all).")
+@click.option("--noise-scale", type=float, help="Stochastic mode: std of the one-time weight noise (default 5e-4).")
+@click.option("--threshold-file", type=click.Path(dir_okay=False),
+              help="Threshold fitted by `streamdetect calibrate`; replaces --threshold.")
 @click.pass_context
 def worker(ctx: click.Context, **overrides: Any) -> None:
     """Consume uploads, judge each with MirrorCheck, publish verdicts to audit (and alerts when
@@ -75,10 +97,15 @@ def worker(ctx: click.Context, **overrides: Any) -> None:
     crash re-judges at most the uploads that were in flight (at-least-once, keyed by upload_id).
     """
     settings = _settings(ctx, **overrides)
+    from streamdetect.stream.worker import MissingTopics, check_topics, run_worker
     from streamdetect.wiring import build_handler
-    from streamdetect.stream.worker import run_worker
 
-    run_worker(settings, build_handler(settings))
+    try:
+        asyncio.run(check_topics(settings))  # before loading models: fail in a second, not a minute
+        handler = build_handler(settings)
+    except (MissingTopics, ConfigError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    run_worker(settings, handler)
 
 
 @main.command()
@@ -212,6 +239,20 @@ def _run_until_interrupted(coro: Any) -> None:
     except LookupError as exc:
         raise click.ClickException(str(exc)) from exc
 
+
+from streamdetect.bench import bench  # noqa: E402 - registered after main is defined
+
+main.add_command(bench)
+
+from streamdetect.cli_offline import calibrate_command, eval_command  # noqa: E402
+
+main.add_command(eval_command)
+main.add_command(calibrate_command)
+
+from streamdetect.mini.cli import attack as mini_attack, mini  # noqa: E402
+
+main.add_command(mini)
+main.add_command(mini_attack)
 
 if __name__ == "__main__":
     main()

@@ -36,10 +36,30 @@ class Settings:
     dtype: str = "fp32"
     threshold: float = 0.5
     seed: int = 0
+    # MirrorCheck mode: vanilla (one generator, the whole encoder ensemble) or stochastic (per
+    # request: a generator from generator_zoo, encoders_per_request encoders from encoder_zoo and
+    # a one-time weight perturbation of scale noise_scale; see detector/stochastic.py).
+    mode: str = "vanilla"
+    encoder_zoo: str = ""  # comma-separated encoder specs; empty = the profile's (models/zoo.py)
+    generator_zoo: str = ""  # comma-separated generator specs; empty = the profile's
+    encoders_per_request: int = 0  # k; 0 = the whole encoder zoo
+    noise_scale: float = 5e-4  # std of the weight noise (paper: 5e-6 .. 1e-3); 0 = none
+    # Written by `streamdetect calibrate`; when set, its threshold replaces `threshold`.
+    threshold_file: str | None = None
     # Batching and flow control
     max_batch: int = 8
     max_wait_ms: float = 20.0
     max_in_flight: int = 64
+    # Per-stage batch size; 0 = max_batch. Batches per stage handed to the device at once (the
+    # next one forms while one runs).
+    caption_max_batch: int = 0
+    generate_max_batch: int = 0
+    embed_max_batch: int = 0
+    batches_in_flight: int = 2
+    # Offsets: how often acked offsets are committed, and the longest gap between polls before
+    # the broker evicts the worker (must exceed the longest wait for one upload to finish).
+    commit_interval_s: float = 2.8
+    max_poll_interval_s: float = 1000.0
     # Image references
     max_image_bytes: int = 10 * 1024 * 1024
     max_image_pixels: int = 4096 * 4096
@@ -52,6 +72,8 @@ class Settings:
     worker_name: str = field(default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}")
     log_level: str = "info"
     log_json: bool = False
+    metrics_host: str = "127.0.0.1"
+    metrics_port: int = 9464  # /metrics, /healthz, /readyz; 0 = off
 
     def __post_init__(self) -> None:
         _check(self.threshold, -1.0 <= self.threshold <= 1.0, "threshold", "a cosine similarity in [-1, 1]")
@@ -64,6 +86,36 @@ class Settings:
         _check(self.log_level, self.log_level in ("debug", "info", "warning", "error"), "log_level",
                "debug, info, warning or error")
         _check(self.bootstrap, bool(self.bootstrap.strip()), "bootstrap", "host:port[,host:port...]")
+        self._check_detector()
+        for name in ("caption_max_batch", "generate_max_batch", "embed_max_batch"):
+            _check(getattr(self, name), getattr(self, name) >= 0, name, "an integer >= 0 (0 = max_batch)")
+        _check(self.batches_in_flight, self.batches_in_flight >= 1, "batches_in_flight", "an integer >= 1")
+        for name in ("commit_interval_s", "max_poll_interval_s"):
+            _check(getattr(self, name), getattr(self, name) > 0, name, "a number of seconds > 0")
+        _check(self.metrics_port, 0 <= self.metrics_port <= 65535, "metrics_port", "a TCP port, or 0 for off")
+        _check(self.metrics_host, bool(self.metrics_host.strip()), "metrics_host", "a host name or address")
+
+    def stage_max_batch(self, stage: str) -> int:
+        """A stage's batch size: its own setting, or max_batch when that is 0."""
+        return getattr(self, f"{stage}_max_batch") or self.max_batch
+
+    def _check_detector(self) -> None:
+        from streamdetect.models.specs import parse_spec  # pure string handling, no torch
+
+        _check(self.mode, self.mode in ("vanilla", "stochastic"), "mode", "vanilla or stochastic")
+        _check(self.encoders_per_request, self.encoders_per_request >= 0, "encoders_per_request",
+               "an integer >= 0 (0 = the whole encoder zoo)")
+        _check(self.noise_scale, 0 <= self.noise_scale <= 0.1, "noise_scale", "a number in [0, 0.1]")
+        for name in ("encoder_zoo", "generator_zoo"):
+            for spec in self.specs(name):
+                try:
+                    parse_spec(spec)
+                except ValueError as exc:
+                    raise ConfigError(f"setting {name} has a bad entry: {exc}") from exc
+
+    def specs(self, name: str) -> tuple[str, ...]:
+        """A comma-separated spec list setting (encoder_zoo, generator_zoo) as a tuple."""
+        return tuple(part.strip() for part in getattr(self, name).split(",") if part.strip())
 
     def topic(self, name: str) -> str:
         """The full name of one of the project's topics (uploads, alerts, audit, dlq)."""

@@ -35,23 +35,46 @@ def prepare_models(settings: Settings) -> str:
                       f"  generator  {profile.generator}", *(f"  encoder    {e}" for e in profile.encoders)])
 
 
-def build_pipeline(settings: Settings):  # type: ignore[no-untyped-def]
-    from streamdetect.models import ensure_tiny_models, get_profile, load_models
-    from streamdetect.pipeline import BatchSettings, Pipeline
+def load_profile_models(settings: Settings):  # type: ignore[no-untyped-def]
+    """The configured models: the profile's, or the zoo in stochastic mode (detector_settings.py)."""
+    from streamdetect.detector_settings import load_detector_models
 
-    if settings.profile == "tiny":
-        ensure_tiny_models(settings.model_dir)
-    models = load_models(get_profile(settings.profile, settings.model_dir, settings.device, settings.dtype))
-    batching = BatchSettings(max_batch=settings.max_batch, max_wait_ms=settings.max_wait_ms,
-                             max_queue=settings.max_in_flight)
-    return Pipeline(models.captioner, models.generator, models.encoders,
-                    threshold=settings.threshold, batching=batching)
+    return load_detector_models(settings)
 
 
-def build_handler(settings: Settings) -> UploadHandler:
+def stage_settings(settings: Settings):  # type: ignore[no-untyped-def]
+    """Batch settings per stage, from the flat settings (a stage's own max_batch, or max_batch)."""
+    from streamdetect.pipeline import BatchSettings, StageSettings
+
+    def stage(name: str) -> BatchSettings:
+        return BatchSettings(max_batch=settings.stage_max_batch(name), max_wait_ms=settings.max_wait_ms,
+                             max_queue=settings.max_in_flight, batches_in_flight=settings.batches_in_flight)
+
+    return StageSettings(default=stage("generate"), caption=stage("caption"), embed=stage("embed"))
+
+
+def build_pipeline(settings: Settings, models=None):  # type: ignore[no-untyped-def]
+    """The pipeline on the profile's models (or on ``models``, any object with captioner,
+    generator and encoders), reporting its batches to this process's worker metrics."""
+    from streamdetect.detector_settings import resolve_threshold, stochastic_settings
+    from streamdetect.pipeline import Pipeline
+    from streamdetect.stream.metrics import worker_metrics
+
+    threshold = resolve_threshold(settings)  # a stale calibration fails before minutes of loading
+    models = models or load_profile_models(settings)
+    metrics = worker_metrics()
+    pipeline = Pipeline(models.captioner, models.generator, models.encoders,
+                        threshold=threshold, batching=stage_settings(settings),
+                        observer=metrics.observe_batch, stochastic=stochastic_settings(settings))
+    for stage in (pipeline.caption_stage, pipeline.generate_stage, pipeline.embed_stage):
+        metrics.watch_queue(stage.name, stage.queue_depth)
+    return pipeline
+
+
+def build_handler(settings: Settings, models=None) -> UploadHandler:  # type: ignore[no-untyped-def]
     from streamdetect.pipeline import Request
 
-    pipeline = build_pipeline(settings)
+    pipeline = build_pipeline(settings, models)
 
     async def judge(*, upload_id: str, image: Image.Image, caption: str | None, seed: int):  # type: ignore[no-untyped-def]
         return await pipeline.submit(Request(upload_id=upload_id, image=image, caption=caption, seed=seed))

@@ -4,9 +4,7 @@ deploy/kafka/kafka.sh (or the broker named by KAFKA_BOOTSTRAP), and worker proce
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -14,34 +12,9 @@ from pathlib import Path
 from typing import Any
 
 from streamdetect.stream.clients import follow
+from streamdetect.stream.local_broker import KAFKA_SH, REPO, Broker, free_port
 
-REPO = Path(__file__).resolve().parents[1]
-KAFKA_SH = REPO / "deploy" / "kafka" / "kafka.sh"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Broker:
-    """A broker on free loopback ports with its own data folder, or the external one."""
-
-    def __init__(self, run_dir: Path) -> None:
-        self.external = os.environ.get("KAFKA_BOOTSTRAP")
-        port = free_port()
-        self.env = {**os.environ, "KAFKA_PORT": str(port), "KAFKA_CONTROLLER_PORT": str(free_port()),
-                    "KAFKA_RUN_DIR": str(run_dir)}
-        self.bootstrap = self.external or f"127.0.0.1:{port}"
-
-    def start(self) -> None:
-        if not self.external:
-            subprocess.run([str(KAFKA_SH), "start"], env=self.env, check=True, timeout=180)
-
-    def stop(self) -> None:
-        if not self.external:
-            subprocess.run([str(KAFKA_SH), "stop"], env=self.env, check=True, timeout=60)
+__all__ = ["KAFKA_SH", "REPO", "Broker", "WorkerProcess", "free_port", "read_until", "wait_until"]
 
 
 class WorkerProcess:

@@ -115,7 +115,7 @@ def test_profiles(tmp_path: Path) -> None:
 
 
 def test_profile_errors(tmp_path: Path) -> None:
-    with pytest.raises(ValueError, match="known profiles: tiny, paper, standard"):
+    with pytest.raises(ValueError, match="known profiles: tiny, mini, paper, standard"):
         get_profile("huge", tmp_path)
     with pytest.raises(ValueError, match="'tpu'"):
         get_profile("paper", tmp_path, device="tpu")

@@ -5,9 +5,10 @@ under each encoder; the ensemble score is their mean."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, Protocol, Sequence
 
 import torch
+from PIL import Image
 
 
 @dataclass(frozen=True)
@@ -23,6 +24,8 @@ class Verdict:
     caption_source: Literal["model", "upload"]
     seed: int
     models: dict[str, Any] = field(default_factory=dict)
+    # Stochastic mode only: the draw (seed, noise scale, generator and encoder specs) that made it.
+    stochastic: dict[str, Any] | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -35,6 +38,7 @@ class Verdict:
             "caption_source": self.caption_source,
             "seed": self.seed,
             "models": dict(self.models),
+            **({"stochastic": dict(self.stochastic)} if self.stochastic is not None else {}),
         }
 
 
@@ -44,6 +48,29 @@ def cosine_scores(inputs: torch.Tensor, regenerated: torch.Tensor) -> list[float
         raise ValueError(f"embedding shapes differ: inputs {tuple(inputs.shape)} vs {tuple(regenerated.shape)}")
     sims = torch.nn.functional.cosine_similarity(inputs.float(), regenerated.float(), dim=-1)
     return [float(s) for s in sims.clamp(-1.0, 1.0)]
+
+
+class PairEncoder(Protocol):
+    name: str
+
+    def embed(self, images: list[Image.Image]) -> torch.Tensor: ...
+
+
+def score_pairs(
+    encoders: Sequence[PairEncoder], inputs: Sequence[Image.Image], regenerated: Sequence[Image.Image]
+) -> list[dict[str, float]]:
+    """Per-encoder cosine scores for N (input, regeneration) pairs: one batched call per encoder."""
+    if len(inputs) != len(regenerated):
+        raise ValueError(f"{len(inputs)} inputs but {len(regenerated)} regenerated images")
+    per_item: list[dict[str, float]] = [{} for _ in inputs]
+    if not inputs:
+        return per_item
+    for encoder in encoders:
+        embeddings = encoder.embed([*inputs, *regenerated])
+        sims = cosine_scores(embeddings[: len(inputs)], embeddings[len(inputs) :])
+        for scores, sim in zip(per_item, sims):
+            scores[encoder.name] = sim
+    return per_item
 
 
 def decide(scores: dict[str, float], threshold: float) -> tuple[float, bool]:

@@ -56,12 +56,18 @@ class Generator:
     @classmethod
     def load(cls, spec: str, device: str = "cpu", dtype: str = "fp32") -> Generator:
         parsed = parse_spec(spec)
-        if parsed.kind != "diffusers":
-            raise ValueError(f"generator spec {spec!r} must be of kind 'diffusers:', not {parsed.kind!r}")
+        if parsed.kind not in ("diffusers", "mini-t2i"):
+            raise ValueError(f"generator spec {spec!r} must be of kind 'diffusers:' or 'mini-t2i:', not {parsed.kind!r}")
         check_options(parsed, OPTIONS)
         dev, dt = torch_device(device), torch_dtype(dtype)
         name = os.path.expanduser(parsed.name)
-        pipeline = AutoPipelineForText2Image.from_pretrained(name, **_pipeline_kwargs(name, dt)).to(dev)
+        if parsed.kind == "mini-t2i":
+            # A pixel-space UNet with its own word embedding: no AutoPipeline class knows it.
+            from streamdetect.mini.t2i import MiniT2IPipeline
+
+            pipeline = MiniT2IPipeline.from_dir(name, dtype=dt).to(dev)
+        else:
+            pipeline = AutoPipelineForText2Image.from_pretrained(name, **_pipeline_kwargs(name, dt)).to(dev)
         pipeline.set_progress_bar_config(disable=True)
         steps = _option(parsed, "steps", int, None) or int(_call_default(pipeline, "num_inference_steps", 50))
         guidance = _option(parsed, "guidance", float, None)

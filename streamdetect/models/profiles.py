@@ -21,7 +21,10 @@ STANDARD_ENCODERS = tuple(f"open_clip:{arch}:openai" for arch in ("ViT-B-32", "V
 # steps=2 with guidance 2 so tiny runs still take the classifier-free-guidance branch.
 TINY_GENERATOR_OPTIONS = "steps=2&guidance=2"
 TINY_ENCODERS = ("encoder-vit-a", "encoder-vit-b")
-PROFILES = ("tiny", "paper", "standard")
+MINI_WEIGHTS = Path(__file__).resolve().parent.parent / "mini" / "weights"
+MINI_ENCODERS = ("encoder-vit-a", "encoder-vit-b", "encoder-rn")
+MINI_GENERATOR_OPTIONS = "steps=10&guidance=1.5"  # FACTS.md: matches the data at 10 Euler steps
+PROFILES = ("tiny", "mini", "paper", "standard")
 
 
 @dataclass(frozen=True)
@@ -42,7 +45,8 @@ class Profile:
 
 
 def get_profile(name: str, model_dir: Path, device: str | None = None, dtype: str | None = None) -> Profile:
-    """Specs for a named profile. 'tiny' points at model_dir/'tiny' (see ensure_tiny_models)."""
+    """Specs for a named profile. 'tiny' points at model_dir/'tiny' (see ensure_tiny_models);
+    'mini' at the weights shipped in streamdetect/mini/weights."""
     device = check_device(device or "cpu")
     if name == "tiny":
         root = Path(model_dir).expanduser().resolve() / "tiny"
@@ -50,6 +54,8 @@ def get_profile(name: str, model_dir: Path, device: str | None = None, dtype: st
             name, f"hf:{root / 'captioner'}", f"diffusers:{root / 'generator'}?{TINY_GENERATOR_OPTIONS}",
             tuple(f"open_clip:{root / enc}" for enc in TINY_ENCODERS), device, dtype or "fp32",
         )
+    if name == "mini":
+        return mini_profile(MINI_WEIGHTS, device, dtype or "fp32")
     if name == "paper":
         generator = "diffusers:stable-diffusion-v1-5/stable-diffusion-v1-5?steps=50&guidance=7.5"
         return Profile(name, BLIP, generator, PAPER_ENCODERS, device, dtype or "fp32")
@@ -58,6 +64,15 @@ def get_profile(name: str, model_dir: Path, device: str | None = None, dtype: st
         generator = "diffusers:stabilityai/sd-turbo?steps=1&guidance=0"
         return Profile(name, BLIP, generator, STANDARD_ENCODERS, device, dtype or default_dtype)
     raise ValueError(f"unknown profile {name!r}; known profiles: {', '.join(PROFILES)}")
+
+
+def mini_profile(root: Path, device: str = "cpu", dtype: str = "fp32") -> Profile:
+    """The mini models in a weights folder: the shipped one, or one `streamdetect mini train` wrote."""
+    root = Path(root).expanduser().resolve()
+    return Profile(
+        "mini", f"hf:{root / 'captioner'}", f"mini-t2i:{root / 'generator'}?{MINI_GENERATOR_OPTIONS}",
+        tuple(f"open_clip:{root / enc}" for enc in MINI_ENCODERS), device, dtype,
+    )
 
 
 @dataclass

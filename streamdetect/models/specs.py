@@ -4,6 +4,7 @@ Forms (see DESIGN.md, "Model specs"):
 
     hf:<hub id or dir>[?k=v&...]          transformers image-to-text model (captioner)
     diffusers:<hub id or dir>[?k=v&...]   diffusers text-to-image pipeline (generator)
+    mini-t2i:<dir>[?k=v&...]              the mini domain's pixel-space diffusers UNet (generator)
     open_clip:<arch>[:<pretrained tag>]   open_clip built-in architecture + weights tag
     open_clip:<dir>                       local dir with open_clip_config.json + weights
     open_clip:hf-hub:<org/repo>           open_clip model published on the hub
@@ -18,12 +19,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
-KINDS = ("hf", "diffusers", "open_clip", "hf-clip")
+KINDS = ("hf", "diffusers", "mini-t2i", "open_clip", "hf-clip")
 DEVICES = ("cpu", "cuda")
 DTYPES = ("fp32", "fp16", "bf16")
 
 ACCEPTED_FORMS = (
     "hf:<hub id or dir>, diffusers:<hub id or dir>[?steps=N&guidance=G&height=H&width=W], "
+    "mini-t2i:<dir>[?steps=N&guidance=G], "
     "open_clip:<arch>:<pretrained tag> (e.g. open_clip:ViT-B-32:openai), open_clip:<dir>, "
     "open_clip:hf-hub:<org/repo>, hf-clip:<hub id or dir>"
 )

@@ -3,6 +3,12 @@
 ``await Pipeline.submit(request)`` runs one image through the stages and returns a Verdict.
 Many callers submit concurrently; each stage batches across them and runs its model calls on
 one device thread, so the event loop never blocks and the stages overlap. No Kafka here.
+
+Stochastic mode (``stochastic=StochasticSettings(...)``): each request draws a generator from
+the generator zoo, k encoders from the encoder zoo and a weight perturbation (see
+detector/stochastic.py). The regenerate stage batches the requests that drew the same
+generator; the embed stage scores each drawn request alone inside its own perturbation, on the
+one device thread, so no perturbation reaches a batch-mate.
 """
 
 from __future__ import annotations
@@ -15,8 +21,9 @@ from typing import Protocol, Sequence
 import torch
 from PIL import Image
 
-from streamdetect.detector import Verdict, cosine_scores, decide
-from streamdetect.pipeline.batcher import Batcher, BatchSettings
+from streamdetect.detector import Draw, PairToScore, StochasticSettings, Verdict, decide, draw, new_seed
+from streamdetect.detector import score_batch
+from streamdetect.pipeline.batcher import Batcher, BatchObserver, BatchSettings, StageSettings
 
 
 class CaptionModel(Protocol):
@@ -44,6 +51,7 @@ class Request:
     image: Image.Image
     caption: str | None = None  # the platform's own VLM output; skips the caption stage
     seed: int = 0  # seeds the regeneration, recorded in the verdict
+    draw_seed: int | None = None  # stochastic mode: the draw's seed; None draws one from OS entropy
 
 
 class ModelError(RuntimeError):
@@ -59,29 +67,30 @@ class Pipeline:
     def __init__(
         self,
         captioner: CaptionModel,
-        generator: GenerateModel,
+        generator: GenerateModel | Sequence[GenerateModel],
         encoders: Sequence[EmbedModel],
         *,
         threshold: float,
-        batching: BatchSettings = BatchSettings(),
+        batching: BatchSettings | StageSettings = BatchSettings(),
+        observer: BatchObserver | None = None,
+        stochastic: StochasticSettings | None = None,
     ) -> None:
-        if not encoders:
-            raise ValueError("MirrorCheck needs at least one image encoder")
+        """``generator`` is one model, or the generator zoo in stochastic mode; ``encoders`` is
+        the ensemble (vanilla) or the encoder zoo (stochastic)."""
+        generators = list(generator) if isinstance(generator, Sequence) else [generator]
+        _check_models(generators, encoders, stochastic)
         self.threshold = threshold
+        self.stochastic = stochastic
         self._captioner = captioner
-        self._generator = generator
+        self._generators = generators
         self._encoders = list(encoders)
         # One device thread: model calls never run on the event loop and never contend
         # with each other for the accelerator.
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="device")
-        self.caption_stage = Batcher("caption", captioner.caption, self._executor, batching)
-        self.generate_stage = Batcher("generate", self._generate_batch, self._executor, batching)
-        self.embed_stage = Batcher("embed", self._score_batch, self._executor, batching)
-        self._models = {
-            "captioner": captioner.spec,
-            "generator": generator.spec,
-            "encoders": [e.spec for e in self._encoders],
-        }
+        self.caption_stage = Batcher("caption", captioner.caption, self._executor, batching.for_stage("caption"), observer)
+        self.generate_stage = Batcher("generate", self._generate_batch, self._executor, batching.for_stage("generate"),
+                                      observer)
+        self.embed_stage = Batcher("embed", self._score_batch, self._executor, batching.for_stage("embed"), observer)
 
     async def submit(self, request: Request) -> Verdict:
         """Judge one image. Raises ModelError if a stage fails on it."""
@@ -89,9 +98,14 @@ class Pipeline:
             caption, source = request.caption, "upload"
         else:
             caption, source = await self._stage(self.caption_stage, request.image, request), "model"
-        regenerated = await self._stage(self.generate_stage, (caption, request.seed), request)
-        scores = await self._stage(self.embed_stage, (request.image, regenerated), request)
+        drawn = self._draw(request)
+        generator = drawn.generator if drawn else 0
+        regenerated = await self._stage(self.generate_stage, (caption, request.seed, generator), request)
+        scores = await self._stage(self.embed_stage, PairToScore(request.image, regenerated, drawn), request)
         score, flagged = decide(scores, self.threshold)
+        encoders = [self._encoders[i].spec for i in drawn.encoders] if drawn else [e.spec for e in self._encoders]
+        models = {"captioner": self._captioner.spec if source == "model" else None,
+                  "generator": self._generators[generator].spec, "encoders": encoders}
         return Verdict(
             upload_id=request.upload_id,
             flagged=flagged,
@@ -101,8 +115,16 @@ class Pipeline:
             caption=caption,
             caption_source=source,
             seed=request.seed,
-            models={**self._models, "captioner": self._models["captioner"] if source == "model" else None},
+            models=models,
+            stochastic=None if drawn is None else {"seed": drawn.seed, "noise_scale": drawn.noise_scale,
+                                                   "generator": models["generator"], "encoders": encoders},
         )
+
+    def _draw(self, request: Request) -> Draw | None:
+        if self.stochastic is None:
+            return None
+        seed = new_seed() if request.draw_seed is None else request.draw_seed
+        return draw(seed, len(self._generators), len(self._encoders), self.stochastic)
 
     async def close(self) -> None:
         for stage in (self.caption_stage, self.generate_stage, self.embed_stage):
@@ -118,18 +140,29 @@ class Pipeline:
         except Exception as exc:  # noqa: BLE001 - reported per item, the worker goes on
             raise ModelError(stage.name, request.upload_id, exc) from exc
 
-    def _generate_batch(self, items: list[tuple[str, int]]) -> list[Image.Image]:
-        prompts = [prompt for prompt, _ in items]
-        seeds = [seed for _, seed in items]
-        return self._generator.generate(prompts, seeds)
+    def _generate_batch(self, items: list[tuple[str, int, int]]) -> list[Image.Image]:
+        """One batched call per generator drawn in this batch (always one call in vanilla mode)."""
+        out: list[Image.Image | None] = [None] * len(items)
+        for index in sorted({g for _, _, g in items}):
+            members = [i for i, item in enumerate(items) if item[2] == index]
+            images = self._generators[index].generate([items[i][0] for i in members], [items[i][1] for i in members])
+            for i, image in zip(members, images):
+                out[i] = image
+        return [im for im in out if im is not None]
 
-    def _score_batch(self, pairs: list[tuple[Image.Image, Image.Image]]) -> list[dict[str, float]]:
-        inputs = [inp for inp, _ in pairs]
-        regenerated = [regen for _, regen in pairs]
-        per_item: list[dict[str, float]] = [{} for _ in pairs]
-        for encoder in self._encoders:
-            embeddings = encoder.embed(inputs + regenerated)
-            sims = cosine_scores(embeddings[: len(pairs)], embeddings[len(pairs) :])
-            for scores, sim in zip(per_item, sims):
-                scores[encoder.name] = sim
-        return per_item
+    def _score_batch(self, items: list[PairToScore]) -> list[dict[str, float]]:
+        return score_batch(self._encoders, items)
+
+
+def _check_models(generators: list, encoders: Sequence, stochastic: StochasticSettings | None) -> None:
+    if not encoders:
+        raise ValueError("MirrorCheck needs at least one image encoder")
+    if not generators:
+        raise ValueError("MirrorCheck needs at least one text-to-image generator")
+    if stochastic is None and len(generators) > 1:
+        raise ValueError(f"vanilla mode uses one generator, got {len(generators)}; a zoo needs stochastic mode")
+    names = [e.name for e in encoders]
+    if len(set(names)) != len(names):
+        raise ValueError(f"encoder names must be unique (they key the verdict's scores): {names}")
+    if stochastic is not None:
+        stochastic.encoders_per_request(len(encoders))  # fails now if k exceeds the zoo
