@@ -15,6 +15,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from pathlib import Path
 
 from PIL import Image, ImageDraw
@@ -61,10 +62,31 @@ async def run_demo(settings: Settings, timeout_s: float) -> int:
     worker = _start_worker(settings, worker_log)
     print(f"worker started (pid {worker.pid}, log {worker_log}); it loads models and joins the group")
     try:
-        return await _submit_and_watch(settings, timeout_s)
+        code = await _submit_and_watch(settings, timeout_s)
+        _print_metrics(settings)
+        return code
     finally:
         _stop(worker)
         print(f"worker stopped (exit code {worker.returncode})")
+
+
+SHOWN_METRICS = ("streamdetect_verdicts_total", "streamdetect_dead_letters_total",
+                 "streamdetect_batch_size_count", "streamdetect_uploads_in_flight")
+
+
+def _print_metrics(settings: Settings) -> None:
+    """Scrape the worker's Prometheus endpoint once, as a monitoring system would."""
+    url = f"http://{settings.metrics_host}:{settings.metrics_port}/metrics"
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            lines = response.read().decode().splitlines()
+    except OSError as exc:
+        print(f"metrics: could not scrape {url}: {exc}")
+        return
+    print(f"metrics from {url}:")
+    for line in lines:
+        if line.startswith(SHOWN_METRICS):
+            print(f"  {line}")
 
 
 def _start_worker(settings: Settings, log_path: Path) -> subprocess.Popen:

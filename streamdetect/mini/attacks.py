@@ -35,7 +35,7 @@ Gradient = Callable[[torch.Tensor], torch.Tensor]  # (N, 3, H, W) -> its gradien
 class PGDSettings:
     eps: float  # in 1/255 units, L-inf
     steps: int = 60
-    step_fraction: float = 0.125  # step size as a fraction of eps
+    step_fraction: float = 0.2  # step size as a fraction of eps
 
     def __post_init__(self) -> None:
         if not 0 < self.eps <= 64:

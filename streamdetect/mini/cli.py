@@ -62,7 +62,7 @@ def mini_train(seed: int, out: Path | None, only: tuple[str, ...], threads: int 
 @mini.command("eval")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), required=True,
               help="Write the table here as {\"rows\": [...], ...}.")
-@click.option("--n", type=int, default=200, show_default=True, help="Clean test images (and attacked copies).")
+@click.option("--n", type=int, default=100, show_default=True, help="Clean test images (and attacked copies).")
 @click.option("--eps", default="4,8,16", show_default=True, help="L-inf budgets in 1/255 units.")
 @click.option("--attacks", default=",".join(ATTACKS), show_default=True)
 @click.option("--methods", default="mirrorcheck,stochastic,clip_score,feature_squeezing,mutation_divergence",

@@ -116,8 +116,15 @@ def to_images(pixels: torch.Tensor) -> list[Image.Image]:
     return [Image.fromarray(a) for a in arrays]
 
 
-def wrong_caption(scene: Scene, rng: np.random.Generator, min_changes: int = 2) -> str:
-    """A caption naming a visibly different scene: at least min_changes attributes differ."""
+TARGET_ATTRIBUTES = (0, 2, 3)  # shape, size, position
+
+
+def wrong_caption(scene: Scene, rng: np.random.Generator) -> str:
+    """An attack's target: a caption naming a visibly different scene, with one of shape, size
+    or position changed (a square for a circle, large for small, right for left). Colour and
+    background stay: at 32x32 the captioner holds them against 16/255 (measured: 2-attribute
+    targets including those reached 0% at 8/255 and 17% at 16/255)."""
     options = [s for s in ALL_SCENES
-               if sum(a != b for a, b in zip(s.attributes(), scene.attributes())) >= min_changes]
+               if sum(a != b for a, b in zip(s.attributes(), scene.attributes())) == 1
+               and any(s.attributes()[i] != scene.attributes()[i] for i in TARGET_ATTRIBUTES)]
     return options[int(rng.integers(len(options)))].caption

@@ -40,7 +40,7 @@ Log = Callable[[str], None]
 
 @dataclass(frozen=True)
 class EvalSettings:
-    n: int = 200
+    n: int = 100
     seed: int = 0
     eps: tuple[float, ...] = (4.0, 8.0, 16.0)
     attacks: tuple[str, ...] = ATTACKS

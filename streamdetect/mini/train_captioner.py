@@ -16,11 +16,10 @@ from transformers import BertTokenizer, BlipConfig, BlipForConditionalGeneration
 from streamdetect.mini.domain import SIZE, WORDS
 from streamdetect.mini.training import Log, Progress, batch, warmup_lr
 
-STEPS = 2500
+STEPS = 1500
 BATCH = 64
 LR = 5e-4
 WARMUP = 100
-NOISE = 0.04  # up to this much pixel noise in training: generated images are grainy, uploads too
 SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "[DEC]", "[ENC]"]
 
 
@@ -81,13 +80,10 @@ def train_captioner(out: Path, seed: int, log: Log, steps: int = STEPS) -> None:
     model = build_model(processor).train()
     opt = torch.optim.AdamW(model.parameters(), lr=LR, weight_decay=0.01)
     progress = Progress("captioner", steps, log, every=100)
-    gen = torch.Generator().manual_seed(seed)
     for step in range(steps):
         for group in opt.param_groups:
             group["lr"] = warmup_lr(step, WARMUP, LR)
         pixels, scenes = batch(seed, step, BATCH)
-        sigma = NOISE * torch.rand(len(pixels), 1, 1, 1, generator=gen)
-        pixels = (pixels + sigma * torch.randn(pixels.shape, generator=gen)).clamp(0, 1)
         ids, mask = caption_tokens(processor, [s.caption for s in scenes])
         loss = token_loss(model, normalise(processor, pixels), ids, mask).mean()
         opt.zero_grad(set_to_none=True)
