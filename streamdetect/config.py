@@ -33,6 +33,7 @@ class Settings:
     profile: str = "tiny"
     model_dir: Path = field(default_factory=lambda: _default_cache() / "models")
     device: str = "cpu"
+    cpu_threads: int = 1  # torch intra-op threads; 0 = torch's default (see models/_torch.py)
     dtype: str = "fp32"
     threshold: float = 0.5
     seed: int = 0
@@ -80,6 +81,7 @@ class Settings:
         for name in ("max_batch", "max_in_flight", "max_image_bytes", "max_image_pixels"):
             _check(getattr(self, name), getattr(self, name) >= 1, name, "an integer >= 1")
         _check(self.max_wait_ms, self.max_wait_ms >= 0, "max_wait_ms", "a number >= 0")
+        _check(self.cpu_threads, self.cpu_threads >= 0, "cpu_threads", "an integer >= 0 (0 = torch's default)")
         _check(self.fetch_timeout_s, self.fetch_timeout_s > 0, "fetch_timeout_s", "a number > 0")
         _check(self.device, self.device == "cpu" or self.device.startswith("cuda"), "device", "cpu or cuda[:N]")
         _check(self.dtype, self.dtype in ("fp32", "fp16", "bf16"), "dtype", "fp32, fp16 or bf16")

@@ -38,7 +38,9 @@ def prepare_models(settings: Settings) -> str:
 def load_profile_models(settings: Settings):  # type: ignore[no-untyped-def]
     """The configured models: the profile's, or the zoo in stochastic mode (detector_settings.py)."""
     from streamdetect.detector_settings import load_detector_models
+    from streamdetect.models._torch import set_cpu_threads
 
+    set_cpu_threads(settings.cpu_threads)
     return load_detector_models(settings)
 
 
