@@ -18,7 +18,9 @@ export TRANSFORMERS_OFFLINE := 1
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
 
-$(VENV)/.complete: requirements.lock
+# No prerequisite on requirements.lock: the folder name already carries the lock's hash, and a
+# fresh clone's newer file time must not rebuild a venv that matches it.
+$(VENV)/.complete:
 	@echo "setup: creating $(VENV) from requirements.lock"
 	rm -rf $(VENV)
 	$(PYTHON) -m venv $(VENV)
