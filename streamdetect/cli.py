@@ -10,20 +10,14 @@ from typing import Any
 
 import click
 
+from streamdetect.cli_context import settings_from_context
+
 from streamdetect.config import ConfigError, Settings
 
 KAFKA_HELP = "Kafka bootstrap servers, host:port[,...] (env KAFKA_BOOTSTRAP or STREAMDETECT_BOOTSTRAP; default 127.0.0.1:19092)."
 
 
-def _settings(ctx: click.Context, **overrides: Any) -> Settings:
-    try:
-        settings = Settings.load(ctx.obj["config"], overrides={**ctx.obj["overrides"], **overrides})
-    except ConfigError as exc:
-        raise click.UsageError(str(exc)) from exc
-    from streamdetect import logs
-
-    logs.configure(settings.log_level, settings.log_json)
-    return settings
+_settings = settings_from_context
 
 
 class _Group(click.Group):
@@ -179,7 +173,7 @@ def topics() -> None:
 @click.pass_context
 def topics_apply(ctx: click.Context) -> None:
     """Create missing topics, raise partition counts and set configs to match topics/. Idempotent."""
-    settings = _settings(ctx.parent)
+    settings = _settings(ctx)
     from streamdetect.stream.admin import apply_topics
     from streamdetect.topic_specs import load_specs
 
@@ -201,7 +195,7 @@ def models() -> None:
 @click.pass_context
 def models_prepare(ctx: click.Context, profile: str, model_dir: Path | None) -> None:
     """Make the models of a profile ready to load offline."""
-    settings = _settings(ctx.parent, profile=profile, model_dir=model_dir)
+    settings = _settings(ctx, profile=profile, model_dir=model_dir)
     from streamdetect.wiring import prepare_models
 
     click.echo(prepare_models(settings))

@@ -8,22 +8,15 @@ from typing import Any, Callable
 
 import click
 
+from streamdetect.cli_context import settings_from_context
+
 from streamdetect.config import ConfigError, Settings
 
 PATH_DIR = click.Path(exists=True, file_okay=False, path_type=Path)
 PATH_FILE = click.Path(exists=True, dir_okay=False, path_type=Path)
 
 
-def _settings(ctx: click.Context, **overrides: Any) -> Settings:
-    root = ctx.find_root()
-    try:
-        settings = Settings.load(root.obj["config"], overrides={**root.obj["overrides"], **overrides})
-    except ConfigError as exc:
-        raise click.UsageError(str(exc)) from exc
-    from streamdetect import logs
-
-    logs.configure(settings.log_level, settings.log_json)
-    return settings
+_settings = settings_from_context
 
 
 def model_options(fn: Callable[..., Any]) -> Callable[..., Any]:
