@@ -189,12 +189,13 @@ def models() -> None:
 
 @models.command("prepare")
 @click.option("--profile", default="tiny", show_default=True,
-              help="tiny builds random-weight models from configs into the model folder; other profiles "
-                   "check that their weights are present locally.")
+              help="tiny builds random-weight models from configs into the model folder; for other "
+                   "profiles it prints the model specs they load (weights come from the Hugging Face "
+                   "cache or the shipped mini folder).")
 @click.option("--model-dir", type=click.Path(file_okay=False, path_type=Path), help="Model folder.")
 @click.pass_context
 def models_prepare(ctx: click.Context, profile: str, model_dir: Path | None) -> None:
-    """Make the models of a profile ready to load offline."""
+    """Make the models of a profile ready to load offline, and show what the profile loads."""
     settings = _settings(ctx, profile=profile, model_dir=model_dir)
     from streamdetect.wiring import prepare_models
 

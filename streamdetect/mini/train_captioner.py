@@ -14,9 +14,9 @@ import torch.nn.functional as F
 from transformers import BertTokenizer, BlipConfig, BlipForConditionalGeneration, BlipImageProcessor, BlipProcessor
 
 from streamdetect.mini.domain import SIZE, WORDS
-from streamdetect.mini.training import Log, Progress, batch, warmup_lr
+from streamdetect.mini.training import Log, Progress, batch, cosine_lr
 
-STEPS = 1500
+STEPS = 2000
 BATCH = 64
 LR = 5e-4
 WARMUP = 100
@@ -82,7 +82,7 @@ def train_captioner(out: Path, seed: int, log: Log, steps: int = STEPS) -> None:
     progress = Progress("captioner", steps, log, every=100)
     for step in range(steps):
         for group in opt.param_groups:
-            group["lr"] = warmup_lr(step, WARMUP, LR)
+            group["lr"] = cosine_lr(step, steps, WARMUP, LR)
         pixels, scenes = batch(seed, step, BATCH)
         ids, mask = caption_tokens(processor, [s.caption for s in scenes])
         loss = token_loss(model, normalise(processor, pixels), ids, mask).mean()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 
@@ -21,6 +22,14 @@ def batch(seed: int, step: int, size: int) -> tuple[torch.Tensor, list[Scene]]:
 
 def warmup_lr(step: int, warmup: int, lr: float) -> float:
     return lr * min(1.0, (step + 1) / warmup)
+
+
+def cosine_lr(step: int, steps: int, warmup: int, lr: float) -> float:
+    """Linear warm-up, then cosine decay to zero: the late small steps settle the model where a
+    constant rate keeps it bouncing (the captioner's exact-caption errors at a constant rate)."""
+    if step < warmup:
+        return warmup_lr(step, warmup, lr)
+    return lr * 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, steps - warmup)))
 
 
 class Progress:
