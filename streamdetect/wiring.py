@@ -78,8 +78,10 @@ def build_handler(settings: Settings, models=None) -> UploadHandler:  # type: ig
 
     pipeline = build_pipeline(settings, models)
 
-    async def judge(*, upload_id: str, image: Image.Image, caption: str | None, seed: int):  # type: ignore[no-untyped-def]
-        return await pipeline.submit(Request(upload_id=upload_id, image=image, caption=caption, seed=seed))
+    async def judge(*, upload_id: str, image: Image.Image, caption: str | None, seed: int,  # type: ignore[no-untyped-def]
+                    deadline: float | None = None):
+        return await pipeline.submit(Request(upload_id=upload_id, image=image, caption=caption, seed=seed,
+                                             deadline=deadline))
 
     topics = Topics(alerts=settings.topic("alerts"), audit=settings.topic("audit"), dlq=settings.topic("dlq"))
     return UploadHandler(judge, image_policy(settings), topics, settings.worker_name, settings.seed)

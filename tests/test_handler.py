@@ -32,8 +32,8 @@ class FixedVerdict:
 
 
 def judge_scoring(score: float, calls: list):
-    async def judge(*, upload_id, image, caption, seed):
-        calls.append((upload_id, image.size, caption, seed))
+    async def judge(*, upload_id, image, caption, seed, deadline):
+        calls.append((upload_id, image.size, caption, seed, deadline))
         return FixedVerdict(upload_id, score, caption or "model caption", "upload" if caption else "model")
     return judge
 
@@ -103,3 +103,17 @@ async def test_model_failure_is_dead_lettered_and_the_handler_goes_on() -> None:
         raise RuntimeError("CUDA out of memory")
     event = await dead(upload(), judge=broken)
     assert event["reason"] == "model_error" and "out of memory" in event["detail"]
+
+
+async def test_deadline_passing_inside_the_pipeline_is_a_deadline_dead_letter() -> None:
+    from streamdetect.pipeline import DeadlineExceeded
+
+    seen: list = []
+
+    async def slow(*, upload_id, deadline, **_):
+        seen.append(deadline)
+        raise DeadlineExceeded(upload_id, "generate")
+    soon = (datetime.now(timezone.utc) + timedelta(seconds=30)).isoformat()
+    event = await dead(upload(deadline=soon), judge=slow)
+    assert event["reason"] == "deadline" and "generate" in event["detail"]
+    assert abs(seen[0] - datetime.fromisoformat(soon).timestamp()) < 1e-3  # the deadline reaches the pipeline

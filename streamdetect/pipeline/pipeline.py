@@ -14,6 +14,7 @@ one device thread, so no perturbation reaches a batch-mate.
 from __future__ import annotations
 
 import asyncio
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Protocol, Sequence
@@ -52,6 +53,16 @@ class Request:
     caption: str | None = None  # the platform's own VLM output; skips the caption stage
     seed: int = 0  # seeds the regeneration, recorded in the verdict
     draw_seed: int | None = None  # stochastic mode: the draw's seed; None draws one from OS entropy
+    deadline: float | None = None  # wall-clock time.time() after which the verdict is no use
+
+
+class DeadlineExceeded(RuntimeError):
+    """The upload's deadline passed before an expensive stage; judging it would waste the device."""
+
+    dead_letter_reason = "deadline"  # read by the stream layer, which does not import this module
+
+    def __init__(self, upload_id: str, stage: str) -> None:
+        super().__init__(f"deadline passed before the {stage} stage for upload {upload_id}")
 
 
 class ModelError(RuntimeError):
@@ -61,6 +72,11 @@ class ModelError(RuntimeError):
         super().__init__(f"{stage} stage failed for upload {upload_id}: {type(cause).__name__}: {cause}")
         self.stage = stage
         self.upload_id = upload_id
+
+
+def _check_deadline(request: Request, stage: str) -> None:
+    if request.deadline is not None and time.time() > request.deadline:
+        raise DeadlineExceeded(request.upload_id, stage)
 
 
 class Pipeline:
@@ -97,7 +113,9 @@ class Pipeline:
         if request.caption:
             caption, source = request.caption, "upload"
         else:
+            _check_deadline(request, "caption")
             caption, source = await self._stage(self.caption_stage, request.image, request), "model"
+        _check_deadline(request, "generate")
         drawn = self._draw(request)
         generator = drawn.generator if drawn else 0
         regenerated = await self._stage(self.generate_stage, (caption, request.seed, generator), request)

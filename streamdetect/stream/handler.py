@@ -26,7 +26,7 @@ log = structlog.get_logger(__name__)
 
 class Judge(Protocol):
     def __call__(
-        self, *, upload_id: str, image: Image.Image, caption: str | None, seed: int
+        self, *, upload_id: str, image: Image.Image, caption: str | None, seed: int, deadline: float | None
     ) -> Awaitable[Any]: ...
 
 
@@ -68,13 +68,16 @@ class UploadHandler:
             return self._dead(raw, exc.reason, exc.detail, source, upload.upload_id)
         try:
             verdict = await self._judge(
-                upload_id=upload.upload_id, image=image, caption=upload.caption, seed=self.seed_for(upload)
+                upload_id=upload.upload_id, image=image, caption=upload.caption, seed=self.seed_for(upload),
+                deadline=events.parse_time(upload.deadline).timestamp() if upload.deadline else None,
             )
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # noqa: BLE001 - a model failure dead-letters this upload only
-            log.warning("upload.model_error", upload_id=upload.upload_id, error=str(exc))
-            return self._dead(raw, "model_error", str(exc), source, upload.upload_id)
+            # The pipeline marks failures that are not model errors (an expired deadline) itself.
+            reason = getattr(exc, "dead_letter_reason", "model_error")
+            log.warning("upload.not_judged", upload_id=upload.upload_id, reason=reason, error=str(exc))
+            return self._dead(raw, reason, str(exc), source, upload.upload_id)
         return self._verdict_records(verdict.as_dict(), upload, source)
 
     def seed_for(self, upload: Upload) -> int:
