@@ -16,7 +16,7 @@ from transformers import BertTokenizer, BlipConfig, BlipForConditionalGeneration
 from streamdetect.mini.domain import SIZE, WORDS
 from streamdetect.mini.training import Log, Progress, batch, cosine_lr
 
-STEPS = 2000
+STEPS = 4000
 BATCH = 64
 LR = 5e-4
 WARMUP = 100

@@ -11,14 +11,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import numpy as np
 import open_clip
 import torch
 import torch.nn.functional as F
 from safetensors.torch import save_file
 
-from streamdetect.mini.domain import ALL_SCENES, SIZE, Scene
-from streamdetect.mini.training import Log, Progress, batch, cosine_lr, half_state
+from streamdetect.mini.domain import SIZE
+from streamdetect.mini.training import Log, Progress, batch, half_state, warmup_lr
 
 STEPS = 500
 BATCH = 96
@@ -44,31 +43,13 @@ def model_cfg(name: str) -> dict:
     return {"embed_dim": 64, "vision_cfg": {"image_size": SIZE, **ENCODERS[name]["vision_cfg"]}, "text_cfg": TEXT_CFG}
 
 
-def _same(rows: list[str], cols: list[str]) -> torch.Tensor:
-    return torch.tensor([[a == b for b in cols] for a in rows], dtype=torch.float32)
-
-
-def contrastive_loss(image: torch.Tensor, text: torch.Tensor, scale: torch.Tensor, captions: list[str],
-                     hard_text: torch.Tensor | None = None, hard_captions: list[str] | None = None) -> torch.Tensor:
+def contrastive_loss(image: torch.Tensor, text: torch.Tensor, scale: torch.Tensor, captions: list[str]) -> torch.Tensor:
     """CLIP's symmetric loss, except that pairs with the same caption are all positives: with
-    324 distinct scenes a batch repeats captions, and those are not negatives. Hard negatives
-    (captions one attribute off) join the image-to-text side as extra columns."""
+    324 distinct scenes a batch repeats captions, and those are not negatives."""
     logits = scale * image @ text.T
-    same = _same(captions, captions)
+    same = torch.tensor([[a == b for b in captions] for a in captions], dtype=logits.dtype)
     target = same / same.sum(1, keepdim=True)
-    text_side = F.cross_entropy(logits.T, target)
-    if hard_text is not None and hard_captions is not None:
-        logits = torch.cat([logits, scale * image @ hard_text.T], 1)
-        same = torch.cat([same, _same(captions, hard_captions)], 1)
-    return (F.cross_entropy(logits, same / same.sum(1, keepdim=True)) + text_side) / 2
-
-
-def one_attribute_off(scene: Scene, rng: np.random.Generator) -> str:
-    """A caption naming a scene that differs from this one in exactly one attribute: the
-    difference MirrorCheck must see between an image and its regeneration from a wrong caption
-    (a random batch rarely holds such a pair, so contrastive training alone blurs them)."""
-    options = [s for s in ALL_SCENES if sum(a != b for a, b in zip(s.attributes(), scene.attributes())) == 1]
-    return options[int(rng.integers(len(options)))].caption
+    return (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target)) / 2
 
 
 def train_encoder(out: Path, name: str, seed: int, log: Log, steps: int = STEPS) -> None:
@@ -83,14 +64,12 @@ def train_encoder(out: Path, name: str, seed: int, log: Log, steps: int = STEPS)
     progress = Progress(name, steps, log, every=100)
     for step in range(steps):
         for group in opt.param_groups:
-            group["lr"] = cosine_lr(step, steps, WARMUP, LR)
+            group["lr"] = warmup_lr(step, WARMUP, LR)
         pixels, scenes = batch(seed, step, BATCH)
         captions = [s.caption for s in scenes]
-        rng = np.random.default_rng([seed, step])
-        hard = [one_attribute_off(s, rng) for s in scenes]
         image = model.encode_image((pixels - mean) / std, normalize=True)
-        text = model.encode_text(open_clip.tokenize(captions + hard, context_length=CONTEXT), normalize=True)
-        loss = contrastive_loss(image, text[:BATCH], model.logit_scale.exp(), captions, text[BATCH:], hard)
+        text = model.encode_text(open_clip.tokenize(captions, context_length=CONTEXT), normalize=True)
+        loss = contrastive_loss(image, text, model.logit_scale.exp(), captions)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
