@@ -80,8 +80,12 @@ def test_shipped_generator_draws_what_it_is_told_and_is_seeded(mini_models):
     prompts = [s.caption for s in scenes]
     seeds = list(range(len(prompts)))
     generated = mini_models.generator.generate(prompts, seeds)
-    again = mini_models.generator.generate(prompts[:3], seeds[:3])  # another batch, same seeds
-    assert [g.tobytes() for g in generated[:3]] == [g.tobytes() for g in again]
+    first = mini_models.generator.generate(prompts[:3], seeds[:3])
+    again = mini_models.generator.generate(prompts[:3], seeds[:3])
+    assert [g.tobytes() for g in first] == [g.tobytes() for g in again]  # same seeds, same batch: identical
+    # In a batch of another size, CPU kernels may round differently: a pixel level or two, no more.
+    drift = max(np.abs(np.asarray(a, np.int16) - np.asarray(b, np.int16)).max() for a, b in zip(generated, first))
+    assert drift <= 2
     back = mini_models.captioner.caption(generated)
     assert np.mean([b == p for b, p in zip(back, prompts)]) >= 0.5
 
