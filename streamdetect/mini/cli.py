@@ -71,10 +71,13 @@ def mini_train(seed: int, out: Path | None, only: tuple[str, ...], threads: int 
 @click.option("--steps-sweep", default="1,2,5,10,20", show_default=True,
               help="Euler step counts for the detection-vs-cost sweep ('' to skip).")
 @click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--weights", type=click.Path(file_okay=False, exists=True, path_type=Path),
+              help="Weights folder written by `mini train --out` (default: the shipped weights).")
 def mini_eval(json_path: Path, n: int, eps: str, attacks: str, methods: str, attack_steps: int,
-              steps_sweep: str, seed: int) -> None:
+              steps_sweep: str, seed: int, weights: Path | None) -> None:
     """Attack the mini captioner and measure every detector: the paper's table in miniature."""
     from streamdetect.mini.evaluate import EvalSettings, run_eval
+    from streamdetect.models.profiles import MINI_WEIGHTS
 
     try:
         settings = EvalSettings(n=n, seed=seed, eps=_floats(eps), attacks=tuple(attacks.split(",")),
@@ -82,9 +85,24 @@ def mini_eval(json_path: Path, n: int, eps: str, attacks: str, methods: str, att
                                 steps_sweep=_ints(steps_sweep))
     except ValueError as exc:
         raise click.BadParameter(str(exc)) from exc
-    result = run_eval(settings, _log)
+    result = run_eval(settings, _log, weights or MINI_WEIGHTS)
     json_path.write_text(json.dumps(result, indent=2))
     click.echo(format_table(result["rows"]))
+
+
+@mini.command("scenes")
+@click.option("--split", type=click.Choice(["train", "val", "test"]), default="val", show_default=True)
+@click.option("--n", type=click.IntRange(min=1), default=100, show_default=True)
+@click.option("--start", type=click.IntRange(min=0), default=0, show_default=True, help="First scene index.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True,
+              help="Folder for NNNN.png and captions.csv (file, caption).")
+def mini_scenes(split: str, n: int, start: int, seed: int, out: Path) -> None:
+    """Write clean domain scenes as PNGs, e.g. to calibrate on or to submit."""
+    from streamdetect.mini.show import write_scenes
+
+    write_scenes(seed, split, n, start, out)
+    click.echo(f"{n} {split} scenes in {out}")
 
 
 def format_table(rows: list[dict]) -> str:
@@ -107,10 +125,15 @@ def format_table(rows: list[dict]) -> str:
               help="adaptive only: the MirrorCheck variant the attack optimises against (stochastic: EoT).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Picks the test images and the targets.")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True,
-              help="Folder for grid.png (input | attacked | regeneration, one row per image) and results.json.")
-def attack(kind: str, eps: float, n: int, steps: int, against: str, seed: int, out: Path) -> None:
+              help="Folder for grid.png (input | regeneration | attacked | regeneration, a row per image), "
+                   "clean/ and attacked/ PNGs, and results.json.")
+@click.option("--weights", type=click.Path(file_okay=False, exists=True, path_type=Path),
+              help="Weights folder written by `mini train --out` (default: the shipped weights).")
+def attack(kind: str, eps: float, n: int, steps: int, against: str, seed: int, out: Path,
+           weights: Path | None) -> None:
     """Attack the mini captioner with a chosen wrong caption; show what MirrorCheck sees."""
     from streamdetect.mini.show import run_attack
+    from streamdetect.models.profiles import MINI_WEIGHTS
 
-    summary = run_attack(kind, eps, n, steps, against == "stochastic", seed, out)
+    summary = run_attack(kind, eps, n, steps, against == "stochastic", seed, out, weights or MINI_WEIGHTS)
     click.echo(json.dumps(summary, indent=2))

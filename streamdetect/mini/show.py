@@ -12,12 +12,14 @@ from PIL import Image
 from streamdetect.detector.mirrorcheck import score_pairs
 from streamdetect.mini.domain import make_split, to_images, to_tensor, wrong_caption
 from streamdetect.mini.evaluate import EvalSettings, MiniBench
+from streamdetect.models.profiles import MINI_WEIGHTS
 
 SCALE = 4  # 32x32 pictures are too small to look at
 
 
-def run_attack(kind: str, eps: float, n: int, steps: int, stochastic: bool, seed: int, out: Path) -> dict:
-    bench = MiniBench(EvalSettings(n=max(n, 2), seed=seed, attack_steps=steps, attacks=(kind,), eps=(eps,)))
+def run_attack(kind: str, eps: float, n: int, steps: int, stochastic: bool, seed: int, out: Path,
+               weights: Path = MINI_WEIGHTS) -> dict:
+    bench = MiniBench(EvalSettings(n=max(n, 2), seed=seed, attack_steps=steps, attacks=(kind,), eps=(eps,)), weights)
     images, scenes = make_split(seed, "test", n)
     x = to_tensor(images)
     rng = np.random.default_rng([seed, 7])
@@ -32,6 +34,8 @@ def run_attack(kind: str, eps: float, n: int, steps: int, stochastic: bool, seed
     score_adv = score_pairs(bench.models.encoders, adv_images, regen_adv)
     out.mkdir(parents=True, exist_ok=True)
     grid(list(zip(images, regen_clean, adv_images, regen_adv))).save(out / "grid.png")
+    _save_all(out / "clean", images)
+    _save_all(out / "attacked", adv_images)
     items = [{"truth": s.caption, "target": t, "clean_caption": c, "attacked_caption": a, "success": a == t,
               "mirrorcheck_clean": _mean(sc), "mirrorcheck_attacked": _mean(sa),
               "linf_255": float((adv[i] - x[i]).abs().max() * 255)}
@@ -42,6 +46,22 @@ def run_attack(kind: str, eps: float, n: int, steps: int, stochastic: bool, seed
                "columns": ["input", "regenerated from its caption", "attacked", "regenerated from its caption"]}
     (out / "results.json").write_text(json.dumps({**summary, "items": items}, indent=2))
     return summary
+
+
+def write_scenes(seed: int, split: str, n: int, start: int, out: Path) -> None:
+    images, scenes = make_split(seed, split, n, start)
+    names = _save_all(out, images, start)
+    lines = ["file,caption", *(f"{name},{scene.caption}" for name, scene in zip(names, scenes))]
+    (out / "captions.csv").write_text("\n".join(lines) + "\n")
+
+
+def _save_all(folder: Path, images: list[Image.Image], start: int = 0) -> list[str]:
+    """PNG is lossless: the saved pixels are exactly the attacked ones."""
+    folder.mkdir(parents=True, exist_ok=True)
+    names = [f"{start + i:04d}.png" for i in range(len(images))]
+    for name, image in zip(names, images):
+        image.save(folder / name)
+    return names
 
 
 def _mean(scores: dict[str, float]) -> float:
