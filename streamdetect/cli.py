@@ -74,6 +74,9 @@ def main(ctx: click.Context, config_file: Path | None, **overrides: Any) -> None
 @click.option("--max-in-flight", type=int, help="Most uploads open at once before consumption pauses (default 64).")
 @click.option("--allow-file/--no-allow-file", default=None, help="Accept file:// references (default: refused).")
 @click.option("--allow-http/--no-allow-http", default=None, help="Accept plain http:// references (default: https only).")
+@click.option("--allow-private-hosts/--no-allow-private-hosts", default=None,
+              help="Fetch http(s) references from loopback, private and link-local addresses "
+                   "(default: refused, an SSRF guard).")
 @click.option("--s3-endpoint", help="S3-compatible endpoint URL for s3:// references (e.g. MinIO); default AWS.")
 @click.option("--mode", type=click.Choice(["vanilla", "stochastic"]),
               help="vanilla: the profile's ensemble; stochastic: per upload a drawn generator, k drawn "
@@ -204,11 +207,14 @@ def models_prepare(ctx: click.Context, profile: str, model_dir: Path | None) -> 
 
 @main.command()
 @click.option("--timeout", type=float, default=300, show_default=True, help="Seconds to wait for every verdict.")
+@click.option("--profile", type=click.Choice(["mini", "tiny", "paper", "standard"]), default="mini", show_default=True,
+              help="mini: trained models, real attacks, a calibrated threshold. tiny: random weights, plumbing only.")
 @click.pass_context
-def demo(ctx: click.Context, timeout: float) -> None:
-    """Start a worker, submit a handful of images (three of them bad on purpose), print verdicts,
-    dead letters and alerts as they arrive, stop the worker. Needs a broker (make demo starts one)."""
-    settings = _settings(ctx)
+def demo(ctx: click.Context, timeout: float, profile: str) -> None:
+    """Calibrate a threshold on clean scenes, attack a few, start a worker, submit clean, attacked
+    and three bad uploads, print verdicts, dead letters and alerts as they arrive, stop the worker.
+    Needs a broker (make demo starts one). Pictures and the threshold file stay in .run/demo/."""
+    settings = _settings(ctx, profile=profile)
     from streamdetect.demo import run_demo
 
     sys.exit(asyncio.run(run_demo(settings, timeout)))

@@ -66,6 +66,7 @@ class Settings:
     max_image_pixels: int = 4096 * 4096
     allow_file: bool = False
     allow_http: bool = False
+    allow_private_hosts: bool = False  # SSRF guard off: fetch http(s) from private addresses too
     fetch_timeout_s: float = 10.0
     s3_endpoint: str | None = None
     s3_region: str | None = None

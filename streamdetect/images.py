@@ -28,6 +28,8 @@ from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError, ParamValidationError
 from PIL import Image
 
+from streamdetect.http_guard import PrivateAddressError, public_only_handlers
+
 REASONS = ("bad_reference", "not_allowed", "not_found", "forbidden", "unreachable", "too_large", "undecodable")
 
 _CHUNK = 64 * 1024
@@ -63,6 +65,8 @@ class ImagePolicy:
     max_pixels: int = 4096 * 4096
     allow_file: bool = False
     allow_http: bool = False
+    # Fetch http(s) references from loopback, private and link-local addresses (http_guard.py).
+    allow_private_hosts: bool = False
     timeout_s: float = 10.0
     s3_endpoint: str | None = None
     s3_region: str | None = None
@@ -214,7 +218,8 @@ def _fetch_http(ref: str, scheme: str, policy: ImagePolicy) -> bytes:
             raise ValueError("credentials in the URL are not supported; send a signed URL instead")
     except ValueError as e:
         raise ImageError("bad_reference", f"URL {_shorten(ref)} is malformed: {e}") from e
-    opener = urllib.request.build_opener(_PolicyRedirects(policy))
+    guard = [] if policy.allow_private_hosts else public_only_handlers()
+    opener = urllib.request.build_opener(_PolicyRedirects(policy), *guard)
     request = urllib.request.Request(ref, headers={"User-Agent": "streamdetect-images/1"})
     started = time.monotonic()
     try:
@@ -230,6 +235,9 @@ def _fetch_http(ref: str, scheme: str, policy: ImagePolicy) -> bytes:
         raise
     except (OSError, ValueError, http.client.HTTPException) as e:  # URLError, timeouts, resets, bad responses
         reason = e.reason if isinstance(e, urllib.error.URLError) else e
+        if isinstance(reason, PrivateAddressError):
+            raise ImageError("not_allowed", f"{_shorten(ref)}: {reason}; the image policy fetches from public "
+                                            "addresses only (allow_private_hosts)") from e
         raise ImageError("unreachable", f"could not fetch {_shorten(ref)}: {reason}; retry later") from e
 
 

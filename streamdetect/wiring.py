@@ -18,6 +18,7 @@ def image_policy(settings: Settings) -> ImagePolicy:
         max_pixels=settings.max_image_pixels,
         allow_file=settings.allow_file,
         allow_http=settings.allow_http,
+        allow_private_hosts=settings.allow_private_hosts,
         timeout_s=settings.fetch_timeout_s,
         s3_endpoint=settings.s3_endpoint,
         s3_region=settings.s3_region,

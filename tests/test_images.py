@@ -18,6 +18,7 @@ import boto3
 import pytest
 from PIL import Image
 
+from streamdetect.http_guard import is_public_address
 from streamdetect.images import REASONS, ImageError, ImagePolicy, decode_image, fetch_bytes, load_image
 
 
@@ -67,11 +68,13 @@ def s3(s3_server: str) -> Iterator[tuple[object, str, ImagePolicy]]:
 
 class _Handler(BaseHTTPRequestHandler):
     routes: dict[str, tuple[int, bytes]] = {}
+    requests = 0  # requests that reached the server
 
     def log_message(self, format: str, *args: object) -> None:  # keep test output clean
         pass
 
     def do_GET(self) -> None:
+        type(self).requests += 1
         try:
             if self.path == "/endless":  # no Content-Length, never ends: only a capped reader returns
                 self.send_response(200)
@@ -120,7 +123,8 @@ def http_url() -> Iterator[str]:
         thread.join()
 
 
-HTTP = ImagePolicy(allow_http=True, timeout_s=5)
+# The test server is on loopback, which the SSRF guard refuses unless allow_private_hosts is set.
+HTTP = ImagePolicy(allow_http=True, allow_private_hosts=True, timeout_s=5)
 
 
 # ---------------------------------------------------------------- the error type
@@ -257,7 +261,7 @@ def test_http_status_codes(http_url: str) -> None:
 
 
 def test_http_oversize_with_and_without_content_length(http_url: str) -> None:
-    policy = ImagePolicy(allow_http=True, max_bytes=4000, timeout_s=5)
+    policy = ImagePolicy(allow_http=True, allow_private_hosts=True, max_bytes=4000, timeout_s=5)
     expect_error(f"{http_url}/big.png", policy, "too_large")
     started = time.monotonic()
     expect_error(f"{http_url}/endless", policy, "too_large")  # returns only because reading stops
@@ -267,8 +271,33 @@ def test_http_oversize_with_and_without_content_length(http_url: str) -> None:
 def test_http_unreachable_and_slow(http_url: str) -> None:
     expect_error(f"http://127.0.0.1:{closed_port()}/a.png", HTTP, "unreachable")
     started = time.monotonic()
-    expect_error(f"{http_url}/trickle", ImagePolicy(allow_http=True, timeout_s=0.5), "unreachable")
+    expect_error(f"{http_url}/trickle", ImagePolicy(allow_http=True, allow_private_hosts=True, timeout_s=0.5),
+                 "unreachable")
     assert time.monotonic() - started < 3
+
+
+def test_loopback_and_private_hosts_are_refused_by_default(http_url: str) -> None:
+    """The SSRF guard: the same server that serves /ok.png under HTTP is refused without
+    allow_private_hosts, by address, whatever name points there, and before any request."""
+    served = _Handler.requests
+    guarded = ImagePolicy(allow_http=True, timeout_s=5)
+    err = expect_error(f"{http_url}/ok.png", guarded, "not_allowed")
+    assert "127.0.0.1" in err.detail and "allow_private_hosts" in err.detail
+    by_name = http_url.replace("127.0.0.1", "localhost")
+    expect_error(f"{by_name}/ok.png", guarded, "not_allowed")
+    assert _Handler.requests == served  # refused after connecting, before a byte of request was sent
+
+
+@pytest.mark.parametrize("address", ["127.0.0.1", "10.1.2.3", "172.16.0.9", "192.168.1.1", "169.254.169.254",
+                                     "100.64.0.1", "0.0.0.0", "224.0.0.1", "::1", "fd00::1", "fe80::1%eth0",
+                                     "::ffff:127.0.0.1", "::ffff:10.0.0.1"])
+def test_non_public_addresses(address: str) -> None:
+    assert not is_public_address(address)
+
+
+@pytest.mark.parametrize("address", ["8.8.8.8", "1.1.1.1", "2606:4700:4700::1111", "::ffff:8.8.8.8"])
+def test_public_addresses(address: str) -> None:
+    assert is_public_address(address)
 
 
 def test_http_redirect_to_disallowed_scheme(http_url: str) -> None:
