@@ -13,7 +13,7 @@ KAFKA := deploy/kafka/kafka.sh
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: help setup venv kafka-start kafka-stop topics demo test bench clean
+.PHONY: help setup venv jars kafka-start kafka-stop topics demo test bench clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -34,17 +34,19 @@ venv: $(VENV)/.complete  ## create the cached virtual environment, install this 
 		|| { cat $(VENV)/editable-install.log; exit 1; }
 	@ln -sfn $(VENV) .venv
 
-setup: venv  ## virtual environment, broker jars and tiny models
+jars: venv  ## the broker's jars from Maven Central (cached)
 	@$(KAFKA) fetch
+
+setup: jars  ## virtual environment, broker jars and tiny models (the mini models ship with the package)
 	@$(PY) -m streamdetect.cli models prepare --profile tiny
 
-kafka-start: setup  ## start the local broker on 127.0.0.1
+kafka-start: jars  ## start the local broker on 127.0.0.1
 	@$(KAFKA) start
 
 kafka-stop:  ## stop the local broker
 	@$(KAFKA) stop
 
-demo: setup  ## broker, topics, a worker, a handful of uploads; prints verdicts; stops all it started
+demo: jars  ## broker, calibration, real attacks on the mini models, a worker; prints verdicts; stops all it started
 	@started=0; if ! $(KAFKA) status; then $(KAFKA) start && started=1; fi; \
 	rc=0; $(PY) -m streamdetect.cli demo || rc=$$?; \
 	if [ $$started = 1 ]; then $(KAFKA) stop; fi; exit $$rc

@@ -110,11 +110,9 @@ def test_mini_generator_rejects_sizes_it_cannot_draw(mini_models):
         mini_models.generator.pipeline(prompt=["a"], height=64)
 
 
-# Issue 5 asks for 0.9. The shipped models measure 0.896 (streamdetect mini eval, n=100): the
-# captioner reads every clean test image right, but the generator draws 13% of captions wrong and
-# the encoders separate one-attribute changes weakly. This floor stays well below what is
-# measured, above chance (0.5), until a rerun of the eval reaches 0.9.
-PGD8_AUROC_FLOOR = 0.7
+# Issue 5's floor. The shipped models measure 0.98 on n=100 (streamdetect mini eval); this test
+# runs n=60 and fails below 0.9.
+PGD8_AUROC_FLOOR = 0.9
 
 
 def test_detection_floor_on_real_attacks():
@@ -133,3 +131,20 @@ def test_detection_floor_on_real_attacks():
     vanilla, stochastic = rows[("mirrorcheck", "adaptive")], rows[("stochastic", "adaptive")]
     noise = 2 * math.hypot(vanilla["auroc_se"], stochastic["auroc_se"])
     assert stochastic["auroc"] >= vanilla["auroc"] - noise, (vanilla, stochastic)
+
+
+def test_mini_scenes_writes_the_split_with_its_captions(tmp_path):
+    from click.testing import CliRunner
+
+    from streamdetect.cli import main
+
+    result = CliRunner().invoke(main, ["mini", "scenes", "--split", "val", "--n", "3", "--start", "5",
+                                       "--out", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    images, scenes = make_split(0, "val", 3, start=5)
+    rows = (tmp_path / "captions.csv").read_text().splitlines()
+    assert rows == ["file,caption", *(f"{5 + i:04d}.png,{s.caption}" for i, s in enumerate(scenes))]
+    from PIL import Image
+
+    assert [Image.open(tmp_path / f"{5 + i:04d}.png").convert("RGB").tobytes() for i in range(3)] == \
+        [im.tobytes() for im in images]

@@ -73,8 +73,10 @@ def mini_train(seed: int, out: Path | None, only: tuple[str, ...], threads: int 
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--weights", type=click.Path(file_okay=False, exists=True, path_type=Path),
               help="Weights folder written by `mini train --out` (default: the shipped weights).")
+@click.option("--markdown", "markdown_path", type=click.Path(dir_okay=False, path_type=Path),
+              help="Also write the table as Markdown (as README shows it).")
 def mini_eval(json_path: Path, n: int, eps: str, attacks: str, methods: str, attack_steps: int,
-              steps_sweep: str, seed: int, weights: Path | None) -> None:
+              steps_sweep: str, seed: int, weights: Path | None, markdown_path: Path | None) -> None:
     """Attack the mini captioner and measure every detector: the paper's table in miniature."""
     from streamdetect.mini.evaluate import EvalSettings, run_eval
     from streamdetect.models.profiles import MINI_WEIGHTS
@@ -87,6 +89,8 @@ def mini_eval(json_path: Path, n: int, eps: str, attacks: str, methods: str, att
         raise click.BadParameter(str(exc)) from exc
     result = run_eval(settings, _log, weights or MINI_WEIGHTS)
     json_path.write_text(json.dumps(result, indent=2))
+    if markdown_path:
+        markdown_path.write_text(markdown_table(result) + "\n")
     click.echo(format_table(result["rows"]))
 
 
@@ -113,6 +117,23 @@ def format_table(rows: list[dict]) -> str:
     for r in rows:
         lines.append(f"{r['method']:20} {r['attack']:9} {r['eps']:3g} {num(r['auroc'])} {num(r['accuracy'])} "
                      f"{num(r['tpr_at_1pct_fpr'])} {num(r['attack_success_rate'])} {r['n']:5d}")
+    return "\n".join(lines)
+
+
+def markdown_table(result: dict) -> str:
+    def num(v: float | None) -> str:
+        return "n/a" if v is None else f"{v:.2f}"
+
+    lines = ["| method | attack | eps | AUROC | acc | TPR@1%FPR | ASR | n |", "|---|---|---|---|---|---|---|---|"]
+    for r in sorted(result["rows"], key=lambda r: (("pgd", "transfer", "adaptive").index(r["attack"]), r["eps"],
+                                                  r["method"])):
+        lines.append(f"| {r['method']} | {r['attack']} | {r['eps']:g} | {num(r['auroc'])} | {num(r['accuracy'])} "
+                     f"| {num(r['tpr_at_1pct_fpr'])} | {num(r['attack_success_rate'])} | {r['n']} |")
+    if result.get("steps"):
+        lines += ["", "| Euler steps | AUROC (PGD eps 8) | generator accuracy | generation time vs default |",
+                  "|---|---|---|---|"]
+        lines += [f"| {r['steps']} | {num(r['auroc'])} | {num(r['generator_accuracy'])} | {r['time_ratio']:.2f}x |"
+                  for r in result["steps"]]
     return "\n".join(lines)
 
 
