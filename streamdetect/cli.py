@@ -62,7 +62,8 @@ def main(ctx: click.Context, config_file: Path | None, **overrides: Any) -> None
 
 
 @main.command()
-@click.option("--profile", help="Model profile: tiny (random weights, plumbing), paper, standard. Default tiny.")
+@click.option("--profile", help="Model profile: mini (trained, shipped), tiny (random weights, plumbing), "
+                                    "paper, standard. Default tiny.")
 @click.option("--model-dir", type=click.Path(file_okay=False, path_type=Path),
               help="Folder holding local model weights (default ~/.cache/streamdetect/models).")
 @click.option("--device", help="cpu (default) or cuda[:N].")

@@ -43,7 +43,7 @@ def mini() -> None:
 @click.option("--only", multiple=True, help=f"Train only these parts (repeatable): {PARTS_HELP}.")
 @click.option("--threads", type=int, help="torch CPU threads (default: torch's choice).")
 def mini_train(seed: int, out: Path | None, only: tuple[str, ...], threads: int | None) -> None:
-    """Rebuild the mini models' weights from a seed (CPU; about 20-30 minutes on 2 idle cores)."""
+    """Rebuild the mini models' weights from a seed (CPU; about 22 minutes on 2 cores, README)."""
     import torch
 
     from streamdetect.mini.train import PARTS, train_all
