@@ -18,7 +18,7 @@ from tests.kafka_support import free_port
 
 pytestmark = pytest.mark.kafka
 
-VERDICT = re.compile(r"^\s+verdict\s+(clean|attacked)/(\d{4})\.png\s+flagged=(True|False)", re.M)
+VERDICT = re.compile(r"^\s+verdict\s+(clean|attacked)/(\d{4})\.png\s+flagged=(True|False)\s+score=([-\d.]+)", re.M)
 
 
 def test_demo_flags_the_attacked_uploads_and_dead_letters_the_bad_ones(kafka_bootstrap: str, tmp_path: Path) -> None:
@@ -31,18 +31,22 @@ def test_demo_flags_the_attacked_uploads_and_dead_letters_the_bad_ones(kafka_boo
     assert done.returncode == 0, out + done.stderr[-3000:]
     demo = tmp_path / ".run" / "demo"
     assert (demo / "threshold.json").is_file() and (demo / "attack" / "grid.png").is_file()
-    flagged = {(kind, int(i)): f == "True" for kind, i, f in VERDICT.findall(out)}
+    verdicts = {(kind, int(i)): (f == "True", float(score)) for kind, i, f, score in VERDICT.findall(out)}
     items = json.loads((demo / "attack" / "results.json").read_text())["items"]
-    assert len(flagged) == 2 * len(items) == 12, out
+    assert len(verdicts) == 2 * len(items) == 12, out
     moved = [i for i, item in enumerate(items) if item["attacked_caption"] != item["clean_caption"]]
     assert len(moved) >= len(items) // 2, items  # the attack is real: most captions move
-    # The demo's threshold is fitted for a 2% FPR, where the mini ensemble catches about 90% of
-    # eps 8/255 PGD (README): allow one miss among the moved captions and one false alarm among
-    # the uploads whose caption is right (clean ones, and attacked ones the attack did not move).
-    caught = sum(flagged[("attacked", i)] for i in moved)
-    false_alarms = sum(flagged[("clean", i)] for i in range(len(items))) + \
-        sum(flagged[("attacked", i)] for i in range(len(items)) if i not in moved)
-    assert caught >= max(1, len(moved) - 1) and false_alarms <= 1, out
+    # Each verdict's regeneration is seeded by its upload id, which the demo makes unique per run,
+    # so single verdicts near the threshold vary between runs. What holds: the moved attacks score
+    # clearly below the clean scenes, at least two are caught, and at most two uploads whose
+    # caption is right are flagged (scored over 60 seed draws of these same images and resampled,
+    # the three together failed about once in 1000 runs).
+    right = [("clean", i) for i in range(len(items))] + [("attacked", i) for i in range(len(items)) if i not in moved]
+    caught = sum(verdicts[("attacked", i)][0] for i in moved)
+    false_alarms = sum(verdicts[k][0] for k in right)
+    clean_mean = sum(verdicts[("clean", i)][1] for i in range(len(items))) / len(items)
+    moved_mean = sum(verdicts[("attacked", i)][1] for i in moved) / len(moved)
+    assert moved_mean <= clean_mean - 0.05 and caught >= 2 and false_alarms <= 2, out
     dead = re.findall(r"^\s+dead\s+\S+\s+reason=(\w+)", out, re.M)
     assert sorted(dead) == ["not_allowed", "not_allowed", "undecodable"], out
     assert "nothing lost" in out, out

@@ -1,0 +1,18 @@
+"""MirrorCheck scoring and decisions. Knows tensors, not Kafka nor where images came from."""
+
+from streamdetect.detector.mirrorcheck import Verdict, cosine_scores, decide, score_pairs
+from streamdetect.detector.stochastic import (
+    Draw,
+    PairToScore,
+    StochasticSettings,
+    draw,
+    new_seed,
+    perturbed,
+    rescore,
+    score_batch,
+)
+
+__all__ = [
+    "Draw", "PairToScore", "StochasticSettings", "Verdict", "cosine_scores", "decide", "draw", "new_seed",
+    "perturbed", "rescore", "score_batch", "score_pairs",
+]

@@ -1,0 +1,96 @@
+"""Profiles: named bundles of model specs (see DESIGN.md, "Model specs")."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from .specs import check_device, check_dtype, parse_spec
+
+if TYPE_CHECKING:  # the model classes pull in torch; profiles stay cheap to import
+    from .captioner import Captioner
+    from .encoders import ImageEncoder
+    from .generator import Generator
+
+BLIP = "hf:Salesforce/blip-image-captioning-base"
+PAPER_ENCODERS = tuple(
+    f"open_clip:{arch}:openai" for arch in ("RN50", "RN101", "ViT-B-16", "ViT-B-32", "ViT-L-14")
+)
+STANDARD_ENCODERS = tuple(f"open_clip:{arch}:openai" for arch in ("ViT-B-32", "ViT-B-16", "ViT-L-14"))
+# steps=2 with guidance 2 so tiny runs still take the classifier-free-guidance branch.
+TINY_GENERATOR_OPTIONS = "steps=2&guidance=2"
+TINY_ENCODERS = ("encoder-vit-a", "encoder-vit-b")
+MINI_WEIGHTS = Path(__file__).resolve().parent.parent / "mini" / "weights"
+MINI_ENCODERS = ("encoder-vit-a", "encoder-vit-b", "encoder-rn")
+MINI_GENERATOR_OPTIONS = "steps=10&guidance=1.5"  # FACTS.md: matches the data at 10 Euler steps
+PROFILES = ("tiny", "mini", "paper", "standard")
+
+
+@dataclass(frozen=True)
+class Profile:
+    name: str
+    captioner: str
+    generator: str
+    encoders: tuple[str, ...]
+    device: str = "cpu"
+    dtype: str = "fp32"
+
+    def __post_init__(self) -> None:
+        # Validate every spec now, so a bad config fails before minutes of model loading.
+        check_device(self.device)
+        check_dtype(self.dtype)
+        for spec in (self.captioner, self.generator, *self.encoders):
+            parse_spec(spec)
+
+
+def get_profile(name: str, model_dir: Path, device: str | None = None, dtype: str | None = None) -> Profile:
+    """Specs for a named profile. 'tiny' points at model_dir/'tiny' (see ensure_tiny_models);
+    'mini' at the weights shipped in streamdetect/mini/weights."""
+    device = check_device(device or "cpu")
+    if name == "tiny":
+        root = Path(model_dir).expanduser().resolve() / "tiny"
+        return Profile(
+            name, f"hf:{root / 'captioner'}", f"diffusers:{root / 'generator'}?{TINY_GENERATOR_OPTIONS}",
+            tuple(f"open_clip:{root / enc}" for enc in TINY_ENCODERS), device, dtype or "fp32",
+        )
+    if name == "mini":
+        return mini_profile(MINI_WEIGHTS, device, dtype or "fp32")
+    if name == "paper":
+        generator = "diffusers:stable-diffusion-v1-5/stable-diffusion-v1-5?steps=50&guidance=7.5"
+        return Profile(name, BLIP, generator, PAPER_ENCODERS, device, dtype or "fp32")
+    if name == "standard":
+        default_dtype = "fp16" if device.startswith("cuda") else "fp32"
+        generator = "diffusers:stabilityai/sd-turbo?steps=1&guidance=0"
+        return Profile(name, BLIP, generator, STANDARD_ENCODERS, device, dtype or default_dtype)
+    raise ValueError(f"unknown profile {name!r}; known profiles: {', '.join(PROFILES)}")
+
+
+def mini_profile(root: Path, device: str = "cpu", dtype: str = "fp32") -> Profile:
+    """The mini models in a weights folder: the shipped one, or one `streamdetect mini train` wrote."""
+    root = Path(root).expanduser().resolve()
+    return Profile(
+        "mini", f"hf:{root / 'captioner'}", f"mini-t2i:{root / 'generator'}?{MINI_GENERATOR_OPTIONS}",
+        tuple(f"open_clip:{root / enc}" for enc in MINI_ENCODERS), device, dtype,
+    )
+
+
+@dataclass
+class ModelSet:
+    captioner: Captioner
+    generator: Generator
+    encoders: list[ImageEncoder]
+
+
+def load_models(profile: Profile) -> ModelSet:
+    """Load every model of a profile onto its device, through the same loaders real models use."""
+    from .captioner import Captioner
+    from .encoders import ImageEncoder
+    from .generator import Generator
+
+    kw = dict(device=profile.device, dtype=profile.dtype)
+    return ModelSet(
+        captioner=Captioner.load(profile.captioner, **kw),
+        generator=Generator.load(profile.generator, **kw),
+        encoders=[ImageEncoder.load(spec, **kw) for spec in profile.encoders],
+    )

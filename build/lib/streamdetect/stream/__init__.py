@@ -1,0 +1,1 @@
+"""Kafka: the faust worker, offsets, publishing, topic admin and user clients. Knows no torch."""

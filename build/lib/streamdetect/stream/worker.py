@@ -1,0 +1,183 @@
+"""The detector worker: a faust-streaming application over aiokafka.
+
+Life of an upload: the agent takes it from ``uploads`` (without auto-ack), registers it with
+the OffsetTracker and starts a task for it; the task judges it (UploadHandler), publishes the
+verdict or dead letter and waits for the broker's acknowledgement (acks=all); then the tracker
+acks it to faust, in partition order, and faust commits. At most ``max_in_flight`` uploads are
+open at once: past that the agent stops pulling, faust's stream buffer fills and faust pauses
+fetching, so a slow model never means unbounded buffering. A crash at any point leaves the
+upload uncommitted, and it is judged again after restart (at-least-once; verdicts are keyed by
+upload_id so readers can de-duplicate).
+
+No max-poll-interval evictions: model calls run on the device thread, so the event loop (and
+faust's fetcher on it) never blocks on a batch. The fetcher only waits, on a full stream
+buffer, until one in-flight upload finishes: at most a few batches, far below
+``max_poll_interval_s`` (default 1000 s, faust's own). Set it above the slowest upload on slow
+hardware (the paper profile is about 15 s per image on an A6000).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import tempfile
+import time
+from pathlib import Path
+
+import faust
+from aiokafka.admin import AIOKafkaAdminClient
+import structlog
+from faust.types import TP
+
+from streamdetect.config import Settings
+from streamdetect.events import Source
+from streamdetect.stream.handler import Record, UploadHandler
+from streamdetect.stream.metrics import Health, WorkerMetrics, worker_health, worker_metrics
+from streamdetect.stream.metrics_server import start_metrics_server
+from streamdetect.stream.offsets import OffsetTracker
+
+log = structlog.get_logger(__name__)
+PUBLISH_ATTEMPTS = 5
+LAG_INTERVAL_S = 2.0
+
+
+def build_app(
+    settings: Settings, handler: UploadHandler, metrics: WorkerMetrics | None = None, health: Health | None = None
+) -> faust.App:
+    """The faust app with one agent on the uploads topic."""
+    metrics = metrics or WorkerMetrics()
+    health = health or Health()
+    app = faust.App(
+        settings.group_id,
+        broker=[f"kafka://{host.strip()}" for host in settings.bootstrap.split(",")],
+        datadir=str(Path(tempfile.gettempdir()) / f"streamdetect-{settings.group_id}"),
+        key_serializer="raw",
+        value_serializer="raw",
+        topic_allow_declare=False,  # topics are created by `streamdetect topics apply`
+        topic_disable_leader=True,
+        web_enabled=False,
+        producer_acks=-1,
+        consumer_auto_offset_reset="earliest",
+        broker_max_poll_records=settings.max_in_flight,
+        stream_buffer_maxsize=settings.max_in_flight,
+        broker_commit_interval=settings.commit_interval_s,
+        broker_max_poll_interval=settings.max_poll_interval_s,
+    )
+    tracker = OffsetTracker()
+    gate = asyncio.Semaphore(settings.max_in_flight)
+    outputs = {name: app.topic(settings.topic(name)) for name in ("audit", "alerts", "dlq")}
+    uploads = app.topic(settings.topic("uploads"))
+    tasks: set[asyncio.Task[None]] = set()
+
+    async def publish(records: list[Record]) -> None:
+        futures = [await outputs_for(r.topic).send(key=r.key, value=r.value) for r in records]
+        await asyncio.gather(*futures)
+
+    def outputs_for(topic: str) -> faust.TopicT:
+        return next(t for t in outputs.values() if t.get_topic_name() == topic)
+
+    async def process(event: faust.EventT) -> None:
+        message = event.message
+        source = Source(message.topic, message.partition, message.offset)
+        started = time.monotonic()
+        try:
+            records = await handler.handle(event.value, source)
+            await _with_retries(publish, records, source)
+            metrics.count_published(records, **{name: t.get_topic_name() for name, t in outputs.items()})
+            metrics.upload_seconds.observe(time.monotonic() - started)
+        except Exception as exc:  # noqa: BLE001 - cannot publish: stop without committing
+            log.error("worker.publish_failed", source=source.as_dict(), error=str(exc))
+            await app.crash(exc)
+            return
+        finally:
+            gate.release()
+            metrics.in_flight.dec()
+        tracker.done(message.tp, message.offset)
+
+    @app.agent(uploads)
+    async def check(stream: faust.StreamT) -> None:
+        async for event in stream.noack().events():
+            await gate.acquire()
+            metrics.in_flight.inc()
+            tracker.track(event.message.tp, event.message.offset, event.ack)
+            task = asyncio.create_task(process(event))
+            tasks.add(task)
+            task.add_done_callback(tasks.discard)
+
+    @app.on_partitions_revoked.connect
+    async def on_revoked(app: faust.App, revoked: set[TP], **_: object) -> None:
+        tracker.forget(set(revoked))
+        health.set_assignment(None)
+        metrics.forget_partitions((tp.topic, tp.partition) for tp in revoked)
+        log.info("worker.partitions_revoked", partitions=sorted(str(tp) for tp in revoked))
+
+    @app.on_partitions_assigned.connect
+    async def on_assigned(app: faust.App, assigned: set[TP], **_: object) -> None:
+        names = sorted(f"{tp.topic}/{tp.partition}" for tp in assigned)
+        health.set_assignment(names)
+        log.info("worker.ready", partitions=names)
+
+    @app.timer(interval=LAG_INTERVAL_S)
+    async def watch() -> None:
+        health.heartbeat()
+        await _update_lag(app, metrics, uploads.get_topic_name())
+
+    return app
+
+
+async def _update_lag(app: faust.App, metrics: WorkerMetrics, topic: str) -> None:
+    """Lag per assigned uploads partition: the broker's highwater minus our fetch position."""
+    consumer = app.consumer
+    try:
+        for tp in consumer.assignment():
+            if tp.topic != topic:
+                continue
+            highwater, position = consumer.highwater(tp), await consumer.position(tp)
+            if highwater is not None and position is not None:
+                metrics.set_lag(tp.topic, tp.partition, max(0, highwater - position))
+    except Exception as exc:  # noqa: BLE001 - not started or mid-rebalance: the next tick tries again
+        log.debug("worker.lag_unavailable", error=str(exc))
+
+
+class MissingTopics(RuntimeError):
+    """The worker's topics do not exist; it would otherwise wait silently for them."""
+
+
+async def check_topics(settings: Settings) -> None:
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap)
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+    finally:
+        await admin.close()
+    missing = [settings.topic(n) for n in ("uploads", "audit", "alerts", "dlq") if settings.topic(n) not in existing]
+    if missing:
+        prefix = f"--topic-prefix {settings.topic_prefix} " if settings.topic_prefix else ""
+        raise MissingTopics(f"topics {missing} do not exist on {settings.bootstrap}: "
+                            f"run `streamdetect {prefix}topics apply` first")
+
+
+async def _with_retries(publish, records: list[Record], source: Source) -> None:  # type: ignore[no-untyped-def]
+    for attempt in range(1, PUBLISH_ATTEMPTS + 1):
+        try:
+            await publish(records)
+            return
+        except Exception as exc:  # noqa: BLE001 - transient broker errors are retried
+            if attempt == PUBLISH_ATTEMPTS:
+                raise
+            log.warning("worker.publish_retry", source=source.as_dict(), attempt=attempt, error=str(exc))
+            await asyncio.sleep(0.5 * 2**attempt)
+
+
+def run_worker(settings: Settings, handler: UploadHandler) -> None:
+    """Run until SIGINT/SIGTERM; faust's Worker owns the event loop and signal handling.
+    The handler comes with its models loaded, so readiness then waits only for partitions."""
+    metrics, health = worker_metrics(), worker_health()
+    health.models_loaded = True
+    server = start_metrics_server(metrics, health, settings.metrics_host, settings.metrics_port)
+    app = build_app(settings, handler, metrics, health)
+    worker = faust.Worker(app, loglevel=settings.log_level.upper(), quiet=True)
+    try:
+        worker.execute_from_commandline()
+    finally:
+        if server is not None:
+            server.stop()
