@@ -103,6 +103,8 @@ def worker(ctx: click.Context, **overrides: Any) -> None:
         handler = build_handler(settings)
     except (MissingTopics, ConfigError) as exc:
         raise click.ClickException(str(exc)) from exc
+    except (ValueError, OSError) as exc:  # a model that cannot load: missing files, no CUDA, bad spec
+        raise click.ClickException(f"could not load the {settings.profile} models: {exc}") from exc
     run_worker(settings, handler)
 
 

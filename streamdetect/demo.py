@@ -132,7 +132,7 @@ async def run_demo(settings: Settings, timeout_s: float, run_dir: Path = Path(".
     worker = _start_worker(env, worker_args, worker_log)
     print(f"worker started (pid {worker.pid}, log {worker_log}); it loads models and joins the group")
     try:
-        code = await _submit_and_watch(settings, uploads, timeout_s)
+        code = await _submit_and_watch(settings, uploads, timeout_s, worker, worker_log)
         _print_metrics(settings)
         print(f"pictures: {folder} (attack/grid.png: input | regeneration | attacked | regeneration)"
               if settings.profile == "mini" else f"pictures: {folder}")
@@ -194,12 +194,14 @@ def _stop(worker: subprocess.Popen) -> None:
             worker.wait()
 
 
-async def _submit_and_watch(settings: Settings, demo: list[DemoUpload], timeout_s: float) -> int:
+async def _submit_and_watch(settings: Settings, demo: list[DemoUpload], timeout_s: float,
+                            worker: subprocess.Popen, worker_log: Path) -> int:
     uploads = [Upload(upload_id=f"demo-{int(time.time())}-{i}", image=_reference(d.target), caption=d.caption,
                       submitted_at=now_iso()) for i, d in enumerate(demo)]
     labels = [d.label for d in demo]
     outcomes: asyncio.Queue = asyncio.Queue()
     watchers = [asyncio.create_task(_collect(settings, name, outcomes)) for name in ("audit", "dlq", "alerts")]
+    watchers.append(asyncio.create_task(_watch_worker(worker, worker_log, outcomes)))
     await publish_uploads(settings.bootstrap, settings.topic("uploads"), uploads, labels)
     print(f"submitted {len(uploads)} uploads: " + ", ".join(labels))
     pending = {u.upload_id: label for u, label in zip(uploads, labels)}
@@ -207,7 +209,7 @@ async def _submit_and_watch(settings: Settings, demo: list[DemoUpload], timeout_
     for watcher in watchers:
         watcher.cancel()
     if pending:
-        print(f"FAILED: no verdict or dead letter within {timeout_s:.0f}s for {sorted(pending.values())}")
+        print(f"FAILED: no verdict or dead letter for {sorted(pending.values())}")
         return 1
     print(f"done: {done['audit']} verdicts ({done['alerts']} flagged), {done['dlq']} dead letters, nothing lost")
     return 0
@@ -215,6 +217,15 @@ async def _submit_and_watch(settings: Settings, demo: list[DemoUpload], timeout_
 
 def _reference(target: str) -> str:
     return target if target.startswith(("https:", "file:")) else reference_for(target)
+
+
+async def _watch_worker(worker: subprocess.Popen, log_path: Path, outcomes: asyncio.Queue) -> None:
+    """A worker that dies (bad settings, models missing) ends the wait now, not at the timeout."""
+    while worker.poll() is None:
+        await asyncio.sleep(0.5)
+    tail = "\n".join(log_path.read_text(errors="replace").splitlines()[-5:])
+    await outcomes.put(("error", {"error": f"the worker exited with code {worker.returncode}; "
+                                           f"the end of {log_path}:\n{tail}"}))
 
 
 async def _collect(settings: Settings, name: str, outcomes: asyncio.Queue) -> None:

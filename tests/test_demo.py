@@ -9,6 +9,7 @@ import os
 import re
 import subprocess
 import sys
+import time
 import uuid
 from pathlib import Path
 
@@ -50,3 +51,20 @@ def test_demo_flags_the_attacked_uploads_and_dead_letters_the_bad_ones(kafka_boo
     dead = re.findall(r"^\s+dead\s+\S+\s+reason=(\w+)", out, re.M)
     assert sorted(dead) == ["not_allowed", "not_allowed", "undecodable"], out
     assert "nothing lost" in out, out
+
+
+def test_demo_stops_at_once_when_the_worker_cannot_start(kafka_bootstrap: str, tmp_path: Path) -> None:
+    """A worker that dies (here: CUDA asked for on a machine without it) fails the demo in
+    seconds with the worker's own error, instead of a wait for verdicts that never come."""
+    prefix = f"demo{uuid.uuid4().hex[:6]}-"
+    env = {**os.environ, "KAFKA_BOOTSTRAP": kafka_bootstrap, "STREAMDETECT_TOPIC_PREFIX": prefix,
+           "STREAMDETECT_GROUP_ID": f"{prefix}workers", "STREAMDETECT_METRICS_PORT": str(free_port()),
+           "STREAMDETECT_DEVICE": "cuda:99"}
+    started = time.monotonic()
+    done = subprocess.run([sys.executable, "-m", "streamdetect.cli", "demo", "--profile", "tiny", "--timeout", "240"],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=480)
+    assert done.returncode == 1, done.stdout
+    assert "the worker exited with code 1" in done.stdout and "could not load the tiny models" in done.stdout
+    assert time.monotonic() - started < 120
+    log = (tmp_path / ".run" / "demo-worker.log").read_text()
+    assert "Traceback" not in log  # a clear one-line error, not a stack
