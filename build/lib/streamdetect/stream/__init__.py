@@ -1,1 +1,0 @@
-"""Kafka: the faust worker, offsets, publishing, topic admin and user clients. Knows no torch."""
