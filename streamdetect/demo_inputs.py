@@ -90,9 +90,8 @@ def _step(env: dict[str, str], title: str, *commands: list[str]) -> None:
         if done.returncode != 0:
             raise DemoError(f"`streamdetect {' '.join(args)}` failed (exit {done.returncode}):\n"
                             f"{done.stderr.strip()[-2000:]}")
-        for line in done.stdout.splitlines():
-            if args[0] == "calibrate":
-                print(f"    {line}")
+        if args[0] == "calibrate":  # the fit is worth seeing; the other commands' output is not
+            print("\n".join(f"    {line}" for line in done.stdout.splitlines()))
 
 
 class DemoError(RuntimeError):

@@ -38,10 +38,9 @@ def test_demo_flags_the_attacked_uploads_and_dead_letters_the_bad_ones(kafka_boo
     moved = [i for i, item in enumerate(items) if item["attacked_caption"] != item["clean_caption"]]
     assert len(moved) >= len(items) // 2, items  # the attack is real: most captions move
     # Each verdict's regeneration is seeded by its upload id, which the demo makes unique per run,
-    # so single verdicts near the threshold vary between runs. What holds: the moved attacks score
-    # clearly below the clean scenes, at least two are caught, and at most two uploads whose
-    # caption is right are flagged (scored over 60 seed draws of these same images and resampled,
-    # the three together failed about once in 1000 runs).
+    # so single verdicts near the threshold vary between runs (a per-verdict check flaked). What
+    # holds with a wide margin: the moved attacks score clearly below the clean scenes, at least
+    # two are caught, and at most two uploads whose caption is right are flagged.
     right = [("clean", i) for i in range(len(items))] + [("attacked", i) for i in range(len(items)) if i not in moved]
     caught = sum(verdicts[("attacked", i)][0] for i in moved)
     false_alarms = sum(verdicts[k][0] for k in right)

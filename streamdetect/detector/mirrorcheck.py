@@ -73,9 +73,14 @@ def score_pairs(
     return per_item
 
 
-def decide(scores: dict[str, float], threshold: float) -> tuple[float, bool]:
-    """Ensemble mean over encoders, and whether it falls below the threshold (adversarial)."""
+def ensemble_score(scores: dict[str, float]) -> float:
+    """The ensemble's score: the mean of the per-encoder similarities."""
     if not scores:
         raise ValueError("no encoder scores to decide on")
-    mean = sum(scores.values()) / len(scores)
+    return sum(scores.values()) / len(scores)
+
+
+def decide(scores: dict[str, float], threshold: float) -> tuple[float, bool]:
+    """Ensemble score, and whether it falls below the threshold (adversarial)."""
+    mean = ensemble_score(scores)
     return mean, mean < threshold

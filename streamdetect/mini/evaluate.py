@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from streamdetect.detector.metrics import auroc, confusion, tpr_at_fpr
-from streamdetect.detector.mirrorcheck import score_pairs
+from streamdetect.detector.mirrorcheck import ensemble_score, score_pairs
 from streamdetect.detector.stochastic import StochasticSettings, draw, score_with_draw
 from streamdetect.detector.thresholds import fit_labelled
 from streamdetect.mini.attacks import (ATTACKS, EoTSettings, PGDSettings, WhiteBoxCaptioner, adaptive_attack,
@@ -94,7 +94,8 @@ class MiniBench:
         if {"mirrorcheck", "stochastic"} & set(methods):
             regen = self.regenerate(self.models.generator, captions)
         if "mirrorcheck" in methods:
-            judged.scores["mirrorcheck"] = [_mean(s) for s in score_pairs(self.models.encoders, images, regen)]
+            pairs = score_pairs(self.models.encoders, images, regen)
+            judged.scores["mirrorcheck"] = [ensemble_score(s) for s in pairs]
         if "stochastic" in methods:
             judged.scores["stochastic"] = [self._stochastic(i, im, rg) for i, (im, rg) in enumerate(zip(images, regen))]
         if "clip_score" in methods:
@@ -113,7 +114,7 @@ class MiniBench:
     def _stochastic(self, index: int, image, regenerated) -> float:  # type: ignore[no-untyped-def]
         d = draw(DRAW_SEED + index, 1, len(self.models.encoders), self.stochastic)
         chosen = [self.models.encoders[j] for j in d.encoders]
-        return _mean(score_with_draw(chosen, image, regenerated, d.seed, d.noise_scale))
+        return ensemble_score(score_with_draw(chosen, image, regenerated, d.seed, d.noise_scale))
 
     # -- attacks ---------------------------------------------------------------------------
     def target_images(self, targets: list[str]) -> torch.Tensor:
@@ -135,10 +136,6 @@ class MiniBench:
             return adaptive_attack(self.whitebox, self.clips, x, targets, target_images, pgd,
                                    s.adaptive_weight, eot, seed=s.seed)
         raise ValueError(f"unknown attack {kind!r}; expected one of {', '.join(ATTACKS)}")
-
-
-def _mean(scores: dict[str, float]) -> float:
-    return sum(scores.values()) / len(scores)
 
 
 def auroc_se(a: float, n_pos: int, n_neg: int) -> float:
@@ -239,8 +236,8 @@ def steps_sweep(bench: MiniBench, x: torch.Tensor, clean: Judged, attacked: tupl
         regen_clean = bench.regenerate(generator, clean.captions)
         regen_adv = bench.regenerate(generator, judged.captions)
         seconds = time.perf_counter() - start
-        mc_clean = [_mean(s) for s in score_pairs(bench.models.encoders, to_images(x), regen_clean)]
-        mc_adv = [_mean(s) for s in score_pairs(bench.models.encoders, to_images(adv), regen_adv)]
+        mc_clean = [ensemble_score(s) for s in score_pairs(bench.models.encoders, to_images(x), regen_clean)]
+        mc_adv = [ensemble_score(s) for s in score_pairs(bench.models.encoders, to_images(adv), regen_adv)]
         row = detection_row("mirrorcheck", "pgd", 8.0, mc_clean, mc_adv, moved, hit)
         back = bench.models.captioner.caption(regen_clean)
         out.append({"steps": n_steps, "auroc": row["auroc"], "accuracy": row["accuracy"],

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from streamdetect.detector.mirrorcheck import score_pairs
+from streamdetect.detector.mirrorcheck import ensemble_score, score_pairs
 from streamdetect.mini.domain import make_split, to_images, to_tensor, wrong_caption
 from streamdetect.mini.evaluate import EvalSettings, MiniBench
 from streamdetect.models.profiles import MINI_WEIGHTS
@@ -37,7 +37,7 @@ def run_attack(kind: str, eps: float, n: int, steps: int, stochastic: bool, seed
     _save_all(out / "clean", images)
     _save_all(out / "attacked", adv_images)
     items = [{"truth": s.caption, "target": t, "clean_caption": c, "attacked_caption": a, "success": a == t,
-              "mirrorcheck_clean": _mean(sc), "mirrorcheck_attacked": _mean(sa),
+              "mirrorcheck_clean": ensemble_score(sc), "mirrorcheck_attacked": ensemble_score(sa),
               "linf_255": float((adv[i] - x[i]).abs().max() * 255)}
              for i, (s, t, c, a, sc, sa) in enumerate(zip(scenes, targets, clean_captions, adv_captions,
                                                           score_clean, score_adv))]
@@ -62,10 +62,6 @@ def _save_all(folder: Path, images: list[Image.Image], start: int = 0) -> list[s
     for name, image in zip(names, images):
         image.save(folder / name)
     return names
-
-
-def _mean(scores: dict[str, float]) -> float:
-    return sum(scores.values()) / len(scores)
 
 
 def grid(rows: list[tuple[Image.Image, ...]], gap: int = 2) -> Image.Image:

@@ -33,8 +33,8 @@ OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
 # keeps that embedding table small on disk.
 TEXT_CFG = {"context_length": CONTEXT, "vocab_size": 49408, "width": 24, "heads": 2, "layers": 2}
 ENCODERS: dict[str, dict] = {
-    # vit-a was patch 4 (64 tokens) until a retrain with augmentation stalled on it (0.75 PGD-8
-    # AUROC alone); 16 wider tokens train reliably. The surrogate keeps the patch-4 shape.
+    # vit-a was patch 4 (64 tokens) until a retrain with augmentation stalled on it; 16 wider
+    # tokens train reliably. The surrogate keeps the patch-4 shape.
     "encoder-vit-a": {"seed_offset": 10, "vision_cfg": {"layers": 3, "width": 96, "head_width": 32, "patch_size": 8}},
     "encoder-vit-b": {"seed_offset": 11, "vision_cfg": {"layers": 4, "width": 64, "head_width": 32, "patch_size": 8}},
     "encoder-rn": {"seed_offset": 12, "vision_cfg": {"layers": [1, 1, 1, 1], "width": 8}},
@@ -52,16 +52,15 @@ def caption_loss(image: torch.Tensor, captions_embedded: torch.Tensor, scale: to
                  labels: torch.Tensor) -> torch.Tensor:
     """CLIP's image-to-text loss with every domain caption as a candidate, not just the batch's:
     the domain has only 324 captions, so the full set is cheap and every wrong caption, including
-    the one-attribute neighbours an attack aims for, pushes back (measured: at 500 in-batch steps
-    the ViT encoders named 24% of test scenes, and vit-a could not tell left from right)."""
+    the one-attribute neighbours an attack aims for, pushes back. At 500 in-batch steps
+    the ViT encoders named few test scenes and hardly told left from right."""
     return F.cross_entropy(scale * image @ captions_embedded.T, labels)
 
 
 def augment(pixels: torch.Tensor, seed: int, step: int) -> torch.Tensor:
     """Random blur on half the images and faint Gaussian noise on all: the generator's drawings
     are softer and noisier than the renders, and an encoder that has only seen crisp renders
-    scores a correct regeneration as unlike its input (measured: the ResNet's clean score fell
-    to 0.83 without this, 0.94 with it)."""
+    scores a correct regeneration as unlike its input."""
     gen = torch.Generator().manual_seed(seed * 1_000_003 + step)
     n = len(pixels)
     blur = torch.rand(n, generator=gen) < BLUR_P

@@ -134,23 +134,15 @@ class Health:
             return True, f"ok, {len(self.partitions)} partitions"
 
 
-_lock = threading.Lock()
-_metrics: WorkerMetrics | None = None
-_health: Health | None = None
+# One of each per process, made on import: both are cheap and only touch their own registry.
+_METRICS = WorkerMetrics()
+_HEALTH = Health()
 
 
 def worker_metrics() -> WorkerMetrics:
     """The process's metrics (the pipeline's observer and the worker share them)."""
-    global _metrics
-    with _lock:
-        if _metrics is None:
-            _metrics = WorkerMetrics()
-        return _metrics
+    return _METRICS
 
 
 def worker_health() -> Health:
-    global _health
-    with _lock:
-        if _health is None:
-            _health = Health()
-        return _health
+    return _HEALTH
