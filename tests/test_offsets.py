@@ -2,7 +2,7 @@
 
 import pytest
 
-from streamdetect.stream.offsets import OffsetTracker
+from streamdetect.stream.offsets import REWIND_GRACE_S, Admission, OffsetTracker
 
 
 def tracked(offsets: list[int], partition: str = "p0") -> tuple[OffsetTracker, list[int]]:
@@ -42,3 +42,48 @@ def test_offsets_must_increase() -> None:
     tracker, _ = tracked([3])
     with pytest.raises(ValueError, match="not after 3"):
         tracker.track("p0", 3, lambda: None)
+
+
+def started(start: int = 0, partition: str = "p0") -> OffsetTracker:
+    tracker = OffsetTracker()
+    tracker.begin(partition, start)
+    return tracker
+
+
+def test_uploads_are_admitted_in_offset_order_from_the_start() -> None:
+    tracker = started(5)
+    assert [tracker.admit("p0", o, 0.0) for o in (5, 6)] == [Admission.ACCEPT, Admission.ACCEPT]
+    assert tracker.admit("p0", 6, 0.0) is Admission.SEEN  # delivered twice: judged once
+    assert tracker.next_offset("p0") == 7
+
+
+def test_an_upload_past_undelivered_offsets_is_a_gap_and_moves_nothing() -> None:
+    tracker = started(0)
+    assert tracker.admit("p0", 4, 0.0) is Admission.GAP  # 0..3 never came: acking 4 would commit past them
+    assert tracker.next_offset("p0") == 0
+
+
+def test_after_a_rewind_earlier_fetches_are_stale_until_the_target_returns() -> None:
+    tracker = started(0)
+    tracker.rewind("p0", 0, now=100.0)
+    assert tracker.admit("p0", 5, 101.0) is Admission.STALE
+    assert tracker.admit("p0", 0, 102.0) is Admission.ACCEPT
+    assert tracker.admit("p0", 2, 103.0) is Admission.GAP  # the rewind is over: a jump is a gap again
+
+
+def test_a_rewind_that_never_returns_becomes_a_gap_after_the_grace() -> None:
+    tracker = started(0)
+    tracker.rewind("p0", 0, now=100.0)
+    assert tracker.admit("p0", 5, 100.0 + REWIND_GRACE_S) is Admission.GAP
+
+
+def test_skip_to_accepts_offsets_that_hold_no_record() -> None:
+    tracker = started(3)
+    tracker.skip_to("p0", 5)  # e.g. 3 and 4 were transaction markers
+    assert tracker.admit("p0", 5, 0.0) is Admission.ACCEPT
+
+
+def test_forget_clears_the_start_so_a_new_assignment_asks_again() -> None:
+    tracker = started(3)
+    tracker.forget({"p0"})
+    assert not tracker.knows("p0")

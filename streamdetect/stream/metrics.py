@@ -52,6 +52,8 @@ class WorkerMetrics:
         self.verdicts = Counter("streamdetect_verdicts", "Published verdicts by outcome.", ["outcome"], registry=r)
         self.dead_letters = Counter("streamdetect_dead_letters", "Published dead letters by reason.", ["reason"],
                                     registry=r)
+        self.rewinds = Counter("streamdetect_partition_rewinds", "Partitions sought back over records the "
+                               "consumer skipped (around rebalances).", registry=r)
         self.consumer_lag = Gauge("streamdetect_consumer_lag", "Messages on the broker not yet fetched: highwater "
                                   "minus position.", ["topic", "partition"], registry=r)
 

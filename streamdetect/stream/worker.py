@@ -1,13 +1,15 @@
 """The detector worker: a faust-streaming application over aiokafka.
 
-Life of an upload: the agent takes it from ``uploads`` (without auto-ack), registers it with
-the OffsetTracker and starts a task for it; the task judges it (UploadHandler), publishes the
-verdict or dead letter and waits for the broker's acknowledgement (acks=all); then the tracker
-acks it to faust, in partition order, and faust commits. At most ``max_in_flight`` uploads are
-open at once: past that the agent stops pulling, faust's stream buffer fills and faust pauses
-fetching, so a slow model never means unbounded buffering. A crash at any point leaves the
-upload uncommitted, and it is judged again after restart (at-least-once; verdicts are keyed by
-upload_id so readers can de-duplicate).
+Life of an upload: the agent takes it from ``uploads`` (without auto-ack), admits it only if it
+is its partition's next offset (admission.py: faust can skip records around a rebalance),
+registers it with the OffsetTracker and starts a task for it; the task judges it
+(UploadHandler), publishes the verdict or dead letter and waits for the broker's
+acknowledgement (acks=all); then the tracker acks it to faust, in partition order, and faust
+commits. At most ``max_in_flight`` uploads are open at once: past that the agent stops
+pulling, faust's stream buffer fills and faust pauses fetching, so a slow model never means
+unbounded buffering. A crash at any point leaves the upload uncommitted, and it is judged
+again after restart (at-least-once; verdicts are keyed by upload_id so readers can
+de-duplicate).
 
 No max-poll-interval evictions: model calls run on the device thread, so the event loop (and
 faust's fetcher on it) never blocks on a batch. The fetcher only waits, on a full stream
@@ -33,7 +35,9 @@ from streamdetect.events import Source
 from streamdetect.stream.handler import Record, UploadHandler
 from streamdetect.stream.metrics import Health, WorkerMetrics, worker_health, worker_metrics
 from streamdetect.stream.metrics_server import start_metrics_server
+from streamdetect.stream.admission import Admissions
 from streamdetect.stream.offsets import OffsetTracker
+from streamdetect.stream.positions import PartitionPositions
 
 log = structlog.get_logger(__name__)
 PUBLISH_ATTEMPTS = 5
@@ -63,6 +67,8 @@ def build_app(
         broker_max_poll_interval=settings.max_poll_interval_s,
     )
     tracker = OffsetTracker()
+    positions = PartitionPositions(settings.bootstrap, settings.group_id)
+    admissions = Admissions(tracker, positions, lambda tp, offset: app.consumer.seek(tp, offset), metrics.rewinds.inc)
     gate = asyncio.Semaphore(settings.max_in_flight)
     outputs = {name: app.topic(settings.topic(name)) for name in ("audit", "alerts", "dlq")}
     uploads = app.topic(settings.topic("uploads"))
@@ -96,6 +102,14 @@ def build_app(
     @app.agent(uploads)
     async def check(stream: faust.StreamT) -> None:
         async for event in stream.noack().events():
+            try:
+                admitted = await admissions.admit(event.message.tp, event.message.offset)
+            except Exception as exc:  # noqa: BLE001 - cannot tell where the partition resumes: stop uncommitted
+                log.error("worker.admission_failed", partition=str(event.message.tp), error=str(exc))
+                await app.crash(exc)
+                return
+            if not admitted:
+                continue  # never acked: faust forgets it, and the partition's replay brings it back
             await gate.acquire()
             metrics.in_flight.inc()
             tracker.track(event.message.tp, event.message.offset, event.ack)
@@ -115,6 +129,10 @@ def build_app(
         names = sorted(f"{tp.topic}/{tp.partition}" for tp in assigned)
         health.set_assignment(names)
         log.info("worker.ready", partitions=names)
+
+    @app.on_before_shutdown.connect
+    async def close_positions(app: faust.App, **_: object) -> None:
+        await positions.close()
 
     @app.timer(interval=LAG_INTERVAL_S)
     async def watch() -> None:
