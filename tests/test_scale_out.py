@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import io
 import os
+import signal
 import uuid
 from collections import Counter
 from pathlib import Path
@@ -72,6 +73,32 @@ async def test_survivor_takes_over_a_killed_workers_partitions(group_env: dict[s
     by_survivor = {v["source"]["partition"] for v in after if v["worker"].endswith(f"-{second.proc.pid}")}
     assert by_survivor == set(range(6)), f"the survivor judged partitions {sorted(by_survivor)} only"
     print(f"verdicts before kill {len(before)}, duplicates {sum(n - 1 for n in counts.values())}")
+
+
+async def test_partitions_taken_over_before_any_commit_are_judged_from_their_start(
+    group_env: dict[str, str], tmp_path: Path
+) -> None:
+    """A frozen worker (SIGSTOP: a stalled VM, a long pause) whose partitions have no commit yet:
+    the survivor takes them over after the session timeout and judges them from their first
+    upload. CI once lost uploads in this kind of takeover; the loss needs faust to fetch while
+    the rebalance is under way, which this does not force (test_skipped_records.py does)."""
+    bootstrap, audit = group_env["KAFKA_BOOTSTRAP"], group_env["STREAMDETECT_TOPIC_PREFIX"] + "audit"
+    await apply_topics(bootstrap, load_specs(), group_env["STREAMDETECT_TOPIC_PREFIX"])
+    first = WorkerProcess(group_env, tmp_path / "first.log", *SLOW)
+    second = WorkerProcess(group_env, tmp_path / "second.log", *SLOW)
+    try:
+        assert wait_until(lambda: ready(first) and ready(second), 120), first.log_tail() + second.log_tail()
+        # Frozen before any upload: its partitions get no commit, and their uploads wait on the
+        # broker until the survivor takes them over (after the session timeout).
+        first.proc.send_signal(signal.SIGSTOP)
+        wanted = await submit_many(group_env, 60)
+        after = await read_until(bootstrap, audit, lambda e: wanted <= {v["upload_id"] for v in e}, 240)
+    finally:
+        first.kill()
+        first.terminate()
+        second.terminate()
+    assert {v["upload_id"] for v in after} == wanted, second.log_tail()
+    assert all(v["worker"].endswith(f"-{second.proc.pid}") for v in after), "the frozen worker judged uploads"
 
 
 async def test_sigterm_hands_back_work_without_duplicates(group_env: dict[str, str], tmp_path: Path) -> None:
