@@ -51,14 +51,24 @@ def ready(worker: WorkerProcess) -> bool:
     return "worker.ready" in worker.log_path.read_text(errors="replace")
 
 
+async def start_two_workers(env: dict[str, str], tmp_path: Path) -> tuple[WorkerProcess, WorkerProcess]:
+    """Two slow workers in one group, both holding partitions before any upload flows (or the
+    first to join would take every partition)."""
+    await apply_topics(env["KAFKA_BOOTSTRAP"], load_specs(), env["STREAMDETECT_TOPIC_PREFIX"])
+    first = WorkerProcess(env, tmp_path / "first.log", *SLOW)
+    second = WorkerProcess(env, tmp_path / "second.log", *SLOW)
+    if not wait_until(lambda: ready(first) and ready(second), 120):
+        tails = first.log_tail() + "\n" + second.log_tail()
+        first.terminate()
+        second.terminate()
+        raise AssertionError(f"the workers never both held partitions:\n{tails}")
+    return first, second
+
+
 async def test_survivor_takes_over_a_killed_workers_partitions(group_env: dict[str, str], tmp_path: Path) -> None:
     bootstrap, audit = group_env["KAFKA_BOOTSTRAP"], group_env["STREAMDETECT_TOPIC_PREFIX"] + "audit"
-    await apply_topics(bootstrap, load_specs(), group_env["STREAMDETECT_TOPIC_PREFIX"])
-    first = WorkerProcess(group_env, tmp_path / "first.log", *SLOW)
-    second = WorkerProcess(group_env, tmp_path / "second.log", *SLOW)
+    first, second = await start_two_workers(group_env, tmp_path)
     try:
-        # Both must be in the group before uploads flow, or one would take every partition.
-        assert wait_until(lambda: ready(first) and ready(second), 120), first.log_tail() + second.log_tail()
         wanted = await submit_many(group_env, 120)
         before = await read_until(bootstrap, audit, lambda e: len({v["worker"] for v in e}) == 2 and len(e) >= 20, 180)
         first.kill()
@@ -83,11 +93,8 @@ async def test_partitions_taken_over_before_any_commit_are_judged_from_their_sta
     upload. CI once lost uploads in this kind of takeover; the loss needs faust to fetch while
     the rebalance is under way, which this does not force (test_skipped_records.py does)."""
     bootstrap, audit = group_env["KAFKA_BOOTSTRAP"], group_env["STREAMDETECT_TOPIC_PREFIX"] + "audit"
-    await apply_topics(bootstrap, load_specs(), group_env["STREAMDETECT_TOPIC_PREFIX"])
-    first = WorkerProcess(group_env, tmp_path / "first.log", *SLOW)
-    second = WorkerProcess(group_env, tmp_path / "second.log", *SLOW)
+    first, second = await start_two_workers(group_env, tmp_path)
     try:
-        assert wait_until(lambda: ready(first) and ready(second), 120), first.log_tail() + second.log_tail()
         # Frozen before any upload: its partitions get no commit, and their uploads wait on the
         # broker until the survivor takes them over (after the session timeout).
         first.proc.send_signal(signal.SIGSTOP)
