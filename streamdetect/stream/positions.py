@@ -40,7 +40,8 @@ class PartitionPositions:
         async with self._lock:
             admin, reader = await self._clients()
             partition = TopicPartition(tp.topic, tp.partition)
-            committed = await _retrying(lambda: admin.list_consumer_group_offsets(self._group_id, partitions=[partition]))
+            committed = await _retrying(
+                lambda: admin.list_consumer_group_offsets(self._group_id, partitions=[partition]))
             found = committed.get(partition)
             if found is not None and found.offset >= 0:
                 return found.offset
@@ -83,11 +84,11 @@ class PartitionPositions:
 
 
 async def _retrying(call: Callable[[], Awaitable[T]]) -> T:
-    for attempt in range(RETRIES):
+    for _ in range(RETRIES - 1):
         try:
             return await call()
         except KafkaError as exc:
-            if not exc.retriable or attempt == RETRIES - 1:
+            if not exc.retriable:
                 raise
-            await asyncio.sleep(0.5)
-    raise AssertionError("unreachable")
+        await asyncio.sleep(0.5)
+    return await call()
