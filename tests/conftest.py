@@ -63,7 +63,7 @@ def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 @pytest.fixture(scope="session")
 def tiny_models() -> Path:
     """The tiny random-weight models, built once into the model cache (as `make setup` does)."""
-    from streamdetect.config import Settings
+    from streamdetect.settings import Settings
     from streamdetect.models import ensure_tiny_models
 
     model_dir = Settings.load(env={}).model_dir

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from streamdetect.stream.clients import follow
-from streamdetect.stream.local_broker import KAFKA_SH, REPO, Broker, free_port
+from streamdetect.bench.local_broker import KAFKA_SH, REPO, Broker, free_port
 
 __all__ = ["KAFKA_SH", "REPO", "Broker", "WorkerProcess", "free_port", "read_until", "wait_until"]
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from streamdetect.bench import MODES, RATIOS
+from streamdetect.bench.run import MODES, RATIOS
 
 pytestmark = pytest.mark.kafka
 

@@ -14,10 +14,10 @@ from PIL import Image
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from streamdetect.calibrate import audit_scores, read_threshold  # noqa: E402
-from streamdetect.cli import main  # noqa: E402
-from streamdetect.config import ConfigError, Settings  # noqa: E402
-from streamdetect.detector_settings import fingerprint, resolve_threshold  # noqa: E402
+from streamdetect.offline.calibrate import audit_scores, read_threshold  # noqa: E402
+from streamdetect.cli.main import main  # noqa: E402
+from streamdetect.settings import ConfigError, Settings  # noqa: E402
+from streamdetect.app.detector_config import fingerprint, resolve_threshold  # noqa: E402
 
 
 def _settings(tiny_models: Path, **kw) -> Settings:  # type: ignore[no-untyped-def]
@@ -108,7 +108,7 @@ def test_detector_settings_are_validated(env: dict, message: str) -> None:
 
 
 def test_k_larger_than_the_zoo_is_a_config_error_before_loading(tiny_models: Path) -> None:
-    from streamdetect.wiring import build_pipeline
+    from streamdetect.app.wiring import build_pipeline
 
     with pytest.raises(ConfigError, match="k=4 encoders per request, but the encoder zoo has only 3"):
         build_pipeline(_settings(tiny_models, mode="stochastic", encoders_per_request=4))

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from streamdetect.config import ConfigError, Settings
+from streamdetect.settings import ConfigError, Settings
 
 
 def test_precedence_file_env_flags(tmp_path: Path) -> None:

@@ -20,8 +20,8 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from streamdetect.config import ENV_PREFIX, Settings
-from streamdetect.topic_specs import load_specs
+from streamdetect.settings import ENV_PREFIX, Settings
+from streamdetect.events.topic_specs import load_specs
 
 ROOT = Path(__file__).resolve().parents[1]
 COMPOSE = ROOT / "docker-compose.yml"
@@ -117,7 +117,7 @@ def _cli_command_exists(argv: list[str]) -> bool:
     """Whether argv names a `streamdetect` command or subcommand (e.g. ["topics", "apply"])."""
     import click
 
-    from streamdetect.cli import main
+    from streamdetect.cli.main import main
 
     command: click.Command = main
     for word in argv:
@@ -156,7 +156,6 @@ def test_every_streamdetect_variable_in_deploy_files_is_a_project_setting(path: 
 def test_a_misspelt_setting_name_is_caught() -> None:
     assert _unknown_env_names("STREAMDETECT_MAX_INFLIGHT: 64\nSTREAMDETECT_MAX_IN_FLIGHT: 64") == {
         "STREAMDETECT_MAX_INFLIGHT"}
-    assert "STREAMDETECT_TOPICS_DIR" in _project_env_names()  # read by events.py, set by the image
 
 
 # ---------------------------------------------------------------- docker-compose.yml
@@ -345,7 +344,6 @@ def test_dockerfile_runs_streamdetect_offline_as_a_non_root_user() -> None:
     env = _env_values()
     assert env["HF_HUB_OFFLINE"] == "1"
     assert Settings.load(env={k: v for k, v in env.items() if k.startswith(ENV_PREFIX)}).model_dir == Path("/models")
-    assert env["STREAMDETECT_TOPICS_DIR"] == "/app/topics"
     exposed = [args for op, args in instructions if op == "EXPOSE"]
     assert exposed == [str(Settings().metrics_port)]
 

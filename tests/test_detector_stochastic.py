@@ -21,7 +21,8 @@ from streamdetect.detector import (  # noqa: E402
 from streamdetect.detector.stochastic import noise_seed, score_with_draw  # noqa: E402
 from streamdetect.models import get_profile  # noqa: E402
 from streamdetect.models.zoo import load_zoo, resolve_zoo  # noqa: E402
-from streamdetect.pipeline import BatchSettings, Pipeline, Request  # noqa: E402
+from streamdetect.pipeline.batcher import BatchSettings  # noqa: E402
+from streamdetect.pipeline.engine import Pipeline, Request  # noqa: E402
 
 
 @pytest.fixture(scope="module")

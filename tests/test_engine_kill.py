@@ -18,7 +18,7 @@ from aiokafka.errors import GroupCoordinatorNotAvailableError
 from streamdetect.events import Upload
 from streamdetect.stream.admin import apply_topics
 from streamdetect.stream.clients import publish_uploads
-from streamdetect.topic_specs import load_specs
+from streamdetect.events.topic_specs import load_specs
 from tests.kafka_support import WorkerProcess, free_port, read_until
 from tests.test_stream_e2e import inline, png
 

@@ -14,8 +14,8 @@ from PIL import Image
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from streamdetect.cli import main  # noqa: E402
-from streamdetect.evaluate import collect_csv, collect_folders  # noqa: E402
+from streamdetect.cli.main import main  # noqa: E402
+from streamdetect.offline.items import collect_csv, collect_folders  # noqa: E402
 
 SUMMARY_KEYS = {"auroc", "accuracy", "tpr", "fpr", "precision", "tp", "fp", "tn", "fn", "threshold", "n_clean",
                 "n_adversarial", "tpr_at_1pct_fpr"}

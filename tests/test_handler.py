@@ -106,7 +106,7 @@ async def test_model_failure_is_dead_lettered_and_the_handler_goes_on() -> None:
 
 
 async def test_deadline_passing_inside_the_pipeline_is_a_deadline_dead_letter() -> None:
-    from streamdetect.pipeline import DeadlineExceeded
+    from streamdetect.pipeline.engine import DeadlineExceeded
 
     seen: list = []
 

@@ -18,7 +18,7 @@ import boto3
 import pytest
 from PIL import Image
 
-from streamdetect.http_guard import is_public_address
+from streamdetect.images.http_guard import is_public_address
 from streamdetect.images import REASONS, ImageError, ImagePolicy, decode_image, fetch_bytes, load_image
 
 
@@ -230,7 +230,7 @@ def test_s3_malformed_is_bad_reference(ref: str, s3: tuple) -> None:
 
 
 def test_s3_client_is_built_once_across_threads(s3: tuple) -> None:
-    from streamdetect.images import _s3_client
+    from streamdetect.images.fetch import _s3_client
 
     policy = ImagePolicy(s3_endpoint=s3[2].s3_endpoint, s3_region="eu-west-3")
     clients: list[object] = []

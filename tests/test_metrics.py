@@ -19,7 +19,7 @@ from streamdetect.stream.clients import publish_uploads
 from streamdetect.stream.handler import Record
 from streamdetect.stream.metrics import Health, WorkerMetrics
 from streamdetect.stream.metrics_server import start_metrics_server
-from streamdetect.topic_specs import load_specs
+from streamdetect.events.topic_specs import load_specs
 from tests.kafka_support import WorkerProcess, free_port, read_until, wait_until
 from tests.test_stream_e2e import inline, png
 

@@ -119,7 +119,7 @@ def test_detection_floor_on_real_attacks():
     """Reduced `streamdetect mini eval`: vanilla MirrorCheck must keep its AUROC on eps 8/255 PGD
     above the floor, and stochastic MirrorCheck must not do worse than vanilla on the adaptive
     attack by more than noise (two standard errors of the difference)."""
-    from streamdetect.mini.evaluate import EvalSettings, run_eval
+    from streamdetect.mini.eval.run import EvalSettings, run_eval
 
     settings = EvalSettings(n=60, eps=(8.0,), attacks=("pgd", "adaptive"), methods=("mirrorcheck", "stochastic"),
                             attack_steps=60, steps_sweep=())
@@ -136,7 +136,7 @@ def test_detection_floor_on_real_attacks():
 def test_mini_scenes_writes_the_split_with_its_captions(tmp_path):
     from click.testing import CliRunner
 
-    from streamdetect.cli import main
+    from streamdetect.cli.main import main
 
     result = CliRunner().invoke(main, ["mini", "scenes", "--split", "val", "--n", "3", "--start", "5",
                                        "--out", str(tmp_path)])

@@ -7,7 +7,7 @@ import pytest
 from PIL import Image
 
 from streamdetect.models import get_profile, load_models
-from streamdetect.pipeline import DeadlineExceeded, Pipeline, Request
+from streamdetect.pipeline.engine import DeadlineExceeded, Pipeline, Request
 
 
 @pytest.fixture(scope="module")

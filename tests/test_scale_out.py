@@ -18,7 +18,7 @@ from PIL import Image
 from streamdetect.events import Upload
 from streamdetect.stream.admin import apply_topics
 from streamdetect.stream.clients import publish_uploads
-from streamdetect.topic_specs import load_specs
+from streamdetect.events.topic_specs import load_specs
 from tests.kafka_support import WorkerProcess, read_until, wait_until
 
 pytestmark = pytest.mark.kafka

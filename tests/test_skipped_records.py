@@ -17,11 +17,11 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
-from aiokafka import AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaProducer
 from faust.types import TP
 from PIL import Image
 
-from streamdetect.config import Settings
+from streamdetect.settings import Settings
 from streamdetect import events
 from streamdetect.events import Upload
 from streamdetect.images import ImagePolicy
@@ -30,7 +30,7 @@ from streamdetect.stream.handler import Topics, UploadHandler
 from streamdetect.stream.metrics import WorkerMetrics
 from streamdetect.stream.positions import PartitionPositions
 from streamdetect.stream.worker import build_app
-from streamdetect.topic_specs import load_specs
+from streamdetect.events.topic_specs import load_specs
 from tests.kafka_support import read_until
 
 pytestmark = pytest.mark.kafka

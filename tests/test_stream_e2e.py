@@ -21,7 +21,7 @@ from streamdetect import events
 from streamdetect.events import Upload
 from streamdetect.stream.admin import apply_topics
 from streamdetect.stream.clients import publish_uploads
-from streamdetect.topic_specs import load_specs
+from streamdetect.events.topic_specs import load_specs
 from tests.kafka_support import WorkerProcess, read_until
 
 pytestmark = pytest.mark.kafka

@@ -17,12 +17,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 
 from streamdetect.detector.stochastic import perturbed
 from streamdetect.mini import ATTACKS
 from streamdetect.mini.clip import DomainClip
-from streamdetect.mini.train_captioner import caption_tokens, normalise, token_loss
+from streamdetect.mini.train.captioner import caption_tokens, normalise, token_loss
 from streamdetect.models.captioner import Captioner
 
 __all__ = ["ATTACKS", "EoTSettings", "PGDSettings", "WhiteBoxCaptioner", "adaptive_attack", "pgd",

@@ -10,7 +10,7 @@ import open_clip
 import torch
 import torch.nn.functional as F
 
-from streamdetect.mini.train_encoders import CONTEXT
+from streamdetect.mini.train.encoders import CONTEXT
 
 
 class DomainClip:

@@ -63,7 +63,7 @@ class Generator:
         name = os.path.expanduser(parsed.name)
         if parsed.kind == "mini-t2i":
             # A pixel-space UNet with its own word embedding: no AutoPipeline class knows it.
-            from streamdetect.mini.t2i import MiniT2IPipeline
+            from streamdetect.models.mini_t2i import MiniT2IPipeline
 
             pipeline = MiniT2IPipeline.from_dir(name, dtype=dt).to(dev)
         else:

@@ -1,7 +1,7 @@
-"""Micro-batched stages that run MirrorCheck on many requests at once. Knows no Kafka."""
+"""Micro-batched stages that run MirrorCheck on many requests at once. Knows no Kafka.
 
-from streamdetect.pipeline.batcher import Batcher, BatchObserver, BatchReport, BatchSettings, StageSettings
-from streamdetect.pipeline.pipeline import DeadlineExceeded, ModelError, Pipeline, Request
-
-__all__ = ["Batcher", "BatchObserver", "BatchReport", "BatchSettings", "DeadlineExceeded", "ModelError", "Pipeline", "Request",
-           "StageSettings"]
+``batcher`` is the pure-asyncio micro-batcher (no torch); ``engine`` joins three batchers into
+the caption -> regenerate -> embed pipeline on one device thread; ``null_models`` are instant
+stand-ins for measuring the stream layer alone. Import from the module you need: importing this
+package loads nothing, so the batcher stays free of torch.
+"""

@@ -13,7 +13,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewPartitions, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
-from streamdetect.topic_specs import TopicSpec
+from streamdetect.events.topic_specs import TopicSpec
 
 
 METADATA_ATTEMPTS = 20

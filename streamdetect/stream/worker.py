@@ -30,7 +30,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 import structlog
 from faust.types import TP
 
-from streamdetect.config import Settings
+from streamdetect.settings import Settings
 from streamdetect.events import Source
 from streamdetect.stream.handler import Record, UploadHandler
 from streamdetect.stream.metrics import Health, WorkerMetrics, worker_health, worker_metrics

@@ -1,0 +1,76 @@
+"""From Settings to the detector's parts: which models (the zoo), stochastic settings, and the
+threshold in force. Shared by the worker (wiring.py) and the offline commands (eval, calibrate),
+so all three judge with the same configuration.
+
+Threshold precedence: a ``threshold_file`` (written by ``streamdetect calibrate``) wins over
+``threshold``; the file must exist, be valid, and have been fitted for the configuration in use
+(same mode, models, k and noise scale), or start-up stops with an error saying so.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from streamdetect.settings import ConfigError, Settings
+
+if TYPE_CHECKING:
+    from streamdetect.detector import StochasticSettings
+    from streamdetect.models.zoo import LoadedZoo, Zoo
+
+
+def settings_zoo(settings: Settings) -> Zoo:
+    from streamdetect.models import get_profile
+    from streamdetect.models.zoo import resolve_zoo
+
+    profile = get_profile(settings.profile, settings.model_dir, settings.device, settings.dtype)
+    try:
+        return resolve_zoo(profile, settings.mode, settings.specs("encoder_zoo"), settings.specs("generator_zoo"))
+    except ValueError as exc:
+        raise ConfigError(f"settings mode/encoder_zoo/generator_zoo: {exc}") from exc
+
+
+def stochastic_settings(settings: Settings) -> StochasticSettings | None:
+    from streamdetect.detector import StochasticSettings
+
+    if settings.mode != "stochastic":
+        return None
+    stochastic = StochasticSettings(k=settings.encoders_per_request, noise_scale=settings.noise_scale)
+    try:
+        stochastic.encoders_per_request(len(settings_zoo(settings).encoders))
+    except ValueError as exc:
+        raise ConfigError(f"setting encoders_per_request={settings.encoders_per_request}: {exc}") from exc
+    return stochastic
+
+
+def fingerprint(settings: Settings) -> dict[str, Any]:
+    """What a fitted threshold depends on; calibrate records it, the worker checks it."""
+    zoo = settings_zoo(settings)
+    stochastic = settings.mode == "stochastic"
+    return {
+        "mode": settings.mode,
+        "captioner": zoo.captioner,
+        "generators": list(zoo.generators),
+        "encoders": list(zoo.encoders),
+        "encoders_per_request": (settings.encoders_per_request or len(zoo.encoders)) if stochastic else None,
+        "noise_scale": settings.noise_scale if stochastic else None,
+    }
+
+
+def resolve_threshold(settings: Settings) -> float:
+    """The threshold the detector uses: the calibration file's when one is set, else ``threshold``."""
+    if not settings.threshold_file:
+        return settings.threshold
+    from streamdetect.offline.calibrate import read_threshold
+
+    return read_threshold(settings.threshold_file, fingerprint(settings))
+
+
+def load_detector_models(settings: Settings, captioner: bool = True, generators: bool = True) -> LoadedZoo:
+    """Load the configured zoo (building the tiny models first when that is the profile)."""
+    from streamdetect.models import ensure_tiny_models
+    from streamdetect.models.zoo import load_zoo
+
+    stochastic_settings(settings)  # a k larger than the zoo fails before minutes of loading
+    if settings.profile == "tiny":
+        ensure_tiny_models(settings.model_dir)
+    return load_zoo(settings_zoo(settings), captioner=captioner, generators=generators)

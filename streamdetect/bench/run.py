@@ -1,0 +1,206 @@
+"""``streamdetect bench``: how much the engine and the stream layer buy, as ratios measured in one run.
+
+Five modes on the same models and the same images:
+
+- ``reference``: the reference design, one image at a time: caption, then generate, then embed.
+- ``engine``: the micro-batched pipeline in-process, every image submitted at once.
+- ``stream``: the full path through the real broker: a `streamdetect worker` process, uploads
+  sent to ``uploads``, verdicts read back from ``audit``.
+- ``stream_null``: the same with instant null models: the stream layer's own cost.
+- ``bare_kafka``: a bare aiokafka consume-and-produce loop, no models: the stream ceiling.
+
+Each mode gets the whole burst at t0; an image's latency is from t0 to its verdict (so the
+reference's latencies include waiting its turn, as the engine's include queueing).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import io
+import json
+import os
+import random
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import click
+from PIL import Image, ImageDraw
+
+from streamdetect.settings import ConfigError, Settings
+
+MODES = ("reference", "engine", "stream", "stream_null", "bare_kafka")
+RATIOS = {"engine_vs_reference": ("engine", "reference"), "stream_vs_engine": ("stream", "engine"),
+          "stream_null_vs_bare_kafka": ("stream_null", "bare_kafka")}
+WARMUP = 4
+
+
+def bench_images(n: int, seed: int = 0) -> list[Image.Image]:
+    """Drawn scenes (a coloured shape on grey), varied so no two requests are the same."""
+    rng = random.Random(seed)
+    images = []
+    for _ in range(n):
+        image = Image.new("RGB", (64, 64), tuple(rng.randrange(80, 180) for _ in range(3)))
+        x, y, size = rng.randrange(4, 30), rng.randrange(4, 30), rng.randrange(12, 30)
+        fill = tuple(rng.randrange(256) for _ in range(3))
+        (ImageDraw.Draw(image).ellipse if rng.random() < 0.5 else ImageDraw.Draw(image).rectangle)(
+            (x, y, x + size, y + size), fill=fill)
+        images.append(image)
+    return images
+
+
+def data_uri(image: Image.Image) -> str:
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
+
+
+def summary(latencies_s: list[float], total_s: float) -> dict[str, float]:
+    import numpy as np
+
+    ms = np.asarray(latencies_s) * 1000
+    return {"images_per_s": len(latencies_s) / total_s, "p50_ms": float(np.percentile(ms, 50)),
+            "p95_ms": float(np.percentile(ms, 95)), "p99_ms": float(np.percentile(ms, 99))}
+
+
+def run_reference(models: Any, images: list[Image.Image], threshold: float) -> tuple[list[float], float]:
+    """One image at a time, each stage called with a batch of one."""
+    from streamdetect.detector import cosine_scores, decide
+
+    def judge(image: Image.Image, seed: int) -> None:
+        caption = models.captioner.caption([image])[0]
+        regenerated = models.generator.generate([caption], [seed])[0]
+        scores = {}
+        for encoder in models.encoders:
+            embeddings = encoder.embed([image, regenerated])
+            scores[encoder.name] = cosine_scores(embeddings[:1], embeddings[1:])[0]
+        decide(scores, threshold)
+
+    for i, image in enumerate(images[:WARMUP]):
+        judge(image, i)
+    t0, done = time.perf_counter(), []
+    for i, image in enumerate(images):
+        judge(image, i)
+        done.append(time.perf_counter() - t0)
+    return done, done[-1]
+
+
+async def run_engine(models: Any, images: list[Image.Image], settings: Settings) -> tuple[list[float], float]:
+    """The micro-batched pipeline in-process, the whole burst submitted at once."""
+    from streamdetect.pipeline.engine import Pipeline, Request
+    from streamdetect.app.wiring import stage_settings
+
+    pipeline = Pipeline(models.captioner, models.generator, models.encoders, threshold=settings.threshold,
+                        batching=stage_settings(settings))
+
+    async def one(i: int, image: Image.Image, t0: float) -> float:
+        await pipeline.submit(Request(upload_id=f"bench-{i}", image=image, seed=i))
+        return time.perf_counter() - t0
+
+    try:
+        await asyncio.gather(*(one(i, image, time.perf_counter()) for i, image in enumerate(images[:WARMUP])))
+        t0 = time.perf_counter()
+        done = await asyncio.gather(*(one(i, image, t0) for i, image in enumerate(images)))
+    finally:
+        await pipeline.close()
+    return list(done), max(done)
+
+
+async def run_modes(bootstrap: str, models: Any, images: list[Image.Image], settings: Settings,
+                    log_dir: Path) -> dict[str, tuple[list[float], float]]:
+    """Start the broker-side processes (each mode on its own topics), wait until all are ready,
+    then measure every mode, one at a time: start-ups are CPU-heavy and would skew a measurement."""
+    from streamdetect import bench_stream as bs
+
+    run = uuid.uuid4().hex[:6]
+    prefixes = {mode: f"bench-{run}-{mode}-" for mode in ("bare_kafka", "stream_null", "stream")}
+    await bs.create_topics(bootstrap, list(prefixes.values()))
+    worker_env = _worker_env(settings)
+    contenders = {
+        "bare_kafka": bs.start_bare(bootstrap, prefixes["bare_kafka"], log_dir),
+        "stream_null": bs.start_worker("stream_null", bootstrap, prefixes["stream_null"], worker_env, log_dir, True),
+        "stream": bs.start_worker("stream", bootstrap, prefixes["stream"], worker_env, log_dir, False),
+    }
+    uris = [data_uri(image) for image in images]
+    try:
+        await asyncio.gather(*(c.wait_ready() for c in contenders.values()))
+        measured = {"reference": run_reference(models, images, settings.threshold),
+                    "engine": await run_engine(models, images, settings)}
+        for mode, contender in contenders.items():
+            measured[mode] = await bs.measure(bootstrap, contender, uris, f"{run}-{mode}")
+            contender.stop()  # an idle contender still polls the broker: stop it before the next
+    finally:
+        for contender in contenders.values():
+            contender.stop()
+    return measured
+
+
+def _worker_env(settings: Settings) -> dict[str, str]:
+    names = ("profile", "model_dir", "device", "dtype", "threshold", "max_batch", "max_wait_ms", "max_in_flight",
+             "caption_max_batch", "generate_max_batch", "embed_max_batch", "batches_in_flight", "log_level")
+    return {f"STREAMDETECT_{name.upper()}": str(getattr(settings, name)) for name in names}
+
+
+def report(measured: dict[str, tuple[list[float], float]]) -> dict[str, Any]:
+    result: dict[str, Any] = {mode: summary(*measured[mode]) for mode in MODES}
+    result["ratios"] = {name: result[a]["images_per_s"] / result[b]["images_per_s"] for name, (a, b) in RATIOS.items()}
+    return result
+
+
+def format_report(result: dict[str, Any], n: int, profile: str) -> str:
+    lines = [f"streamdetect bench: profile {profile}, {n} images per mode",
+             f"{'mode':12} {'images/s':>10} {'p50 ms':>9} {'p95 ms':>9} {'p99 ms':>9}"]
+    for mode in MODES:
+        r = result[mode]
+        lines.append(f"{mode:12} {r['images_per_s']:10.1f} {r['p50_ms']:9.1f} {r['p95_ms']:9.1f} {r['p99_ms']:9.1f}")
+    lines += [f"{name:28} {value:6.2f}" for name, value in result["ratios"].items()]
+    return "\n".join(lines)
+
+
+def _explicit_bootstrap(ctx: click.Context) -> str | None:
+    return ctx.obj["overrides"].get("bootstrap") or os.environ.get("KAFKA_BOOTSTRAP") or os.environ.get(
+        "STREAMDETECT_BOOTSTRAP")
+
+
+@click.command("bench")
+@click.option("--profile", help="Model profile (default tiny).")
+@click.option("--images", "n_images", type=click.IntRange(min=2), default=100, show_default=True,
+              help="Images per mode.")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path),
+              help="Also write the results as JSON to this file.")
+@click.option("--max-batch", type=int, help="Batch size for the engine and the worker (default 8).")
+@click.option("--model-dir", type=click.Path(file_okay=False, path_type=Path), help="Model folder.")
+@click.option("--device", help="cpu (default) or cuda[:N].")
+@click.pass_context
+def bench(ctx: click.Context, n_images: int, json_path: Path | None, **overrides: Any) -> None:
+    """Measure the reference design, the engine, the stream path, the stream path on null models
+    and a bare Kafka loop, on the same models and images, and print images/s, p50/p95/p99 latency
+    and the ratios engine/reference, stream/engine and stream_null/bare_kafka.
+
+    Uses the broker from --bootstrap or KAFKA_BOOTSTRAP if set; otherwise starts a throwaway one
+    on free loopback ports (deploy/kafka/kafka.sh) and stops it afterwards."""
+    from streamdetect import logs
+
+    try:
+        settings = Settings.load(ctx.obj["config"], overrides={**ctx.obj["overrides"], **overrides})
+    except ConfigError as exc:
+        raise click.UsageError(str(exc)) from exc
+    logs.configure(settings.log_level, settings.log_json)
+    result = run_bench(settings, n_images, _explicit_bootstrap(ctx))
+    click.echo(format_report(result, n_images, settings.profile))
+    if json_path is not None:
+        json_path.write_text(json.dumps(result, indent=2) + "\n")
+
+
+def run_bench(settings: Settings, n_images: int, bootstrap: str | None) -> dict[str, Any]:
+    from streamdetect.bench.local_broker import Broker
+    from streamdetect.app.wiring import load_profile_models
+
+    with tempfile.TemporaryDirectory(prefix="streamdetect-bench-") as tmp:
+        with Broker(Path(tmp) / "kafka", external=bootstrap or "") as broker:
+            models = load_profile_models(settings)
+            measured = asyncio.run(run_modes(broker.bootstrap, models, bench_images(n_images), settings, Path(tmp)))
+    return report(measured)

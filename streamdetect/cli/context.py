@@ -1,0 +1,22 @@
+"""Settings for a CLI command: the root group's --config and flags, plus the command's own."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+
+from streamdetect.settings import ConfigError, Settings
+
+
+def settings_from_context(ctx: click.Context, **overrides: Any) -> Settings:
+    """Read settings once (file < env < flags), configure logs, and turn a bad value into a usage error."""
+    root = ctx.find_root()
+    try:
+        settings = Settings.load(root.obj["config"], overrides={**root.obj["overrides"], **overrides})
+    except ConfigError as exc:
+        raise click.UsageError(str(exc)) from exc
+    from streamdetect import logs
+
+    logs.configure(settings.log_level, settings.log_json)
+    return settings

@@ -1,0 +1,160 @@
+"""CLI: `streamdetect mini train|eval` and `streamdetect attack` (registered in cli.py)."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import click
+
+from streamdetect.mini import ATTACKS
+
+PARTS_HELP = "generator, captioner, encoder-vit-a, encoder-vit-b, encoder-rn, surrogate-vit"
+
+
+def _log(message: str) -> None:
+    click.echo(message, err=True)
+
+
+def _floats(text: str) -> tuple[float, ...]:
+    try:
+        return tuple(float(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise click.BadParameter(f"{text!r}: expected comma-separated numbers") from None
+
+
+def _ints(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise click.BadParameter(f"{text!r}: expected comma-separated integers") from None
+
+
+@click.group("mini")
+def mini() -> None:
+    """The mini domain: small models trained on synthetic scenes, shipped with the package."""
+
+
+@mini.command("train")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path),
+              help="Weights folder (default: the package's streamdetect/mini/weights).")
+@click.option("--only", multiple=True, help=f"Train only these parts (repeatable): {PARTS_HELP}.")
+@click.option("--threads", type=int, help="torch CPU threads (default: torch's choice).")
+def mini_train(seed: int, out: Path | None, only: tuple[str, ...], threads: int | None) -> None:
+    """Rebuild the mini models' weights from a seed (CPU; about 22 minutes on 2 cores, README)."""
+    import torch
+
+    from streamdetect.mini.train.rebuild import PARTS, train_all
+    from streamdetect.models.profiles import MINI_WEIGHTS
+
+    bad = sorted(set(only) - set(PARTS))
+    if bad:
+        raise click.BadParameter(f"unknown part(s) {bad}; expected {PARTS_HELP}", param_hint="--only")
+    if threads:
+        torch.set_num_threads(threads)
+    start = time.monotonic()
+    train_all(out or MINI_WEIGHTS, seed, tuple(p for p in PARTS if not only or p in only), _log)
+    _log(f"trained in {time.monotonic() - start:.0f}s")
+
+
+@mini.command("eval")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), required=True,
+              help="Write the table here as {\"rows\": [...], ...}.")
+@click.option("--n", type=int, default=100, show_default=True, help="Clean test images (and attacked copies).")
+@click.option("--eps", default="4,8,16", show_default=True, help="L-inf budgets in 1/255 units.")
+@click.option("--attacks", default=",".join(ATTACKS), show_default=True)
+@click.option("--methods", default="mirrorcheck,stochastic,clip_score,feature_squeezing,mutation_divergence",
+              show_default=True)
+@click.option("--attack-steps", type=int, default=60, show_default=True, help="PGD iterations of every attack.")
+@click.option("--steps-sweep", default="1,2,5,10,20", show_default=True,
+              help="Euler step counts for the detection-vs-cost sweep ('' to skip).")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--weights", type=click.Path(file_okay=False, exists=True, path_type=Path),
+              help="Weights folder written by `mini train --out` (default: the shipped weights).")
+@click.option("--markdown", "markdown_path", type=click.Path(dir_okay=False, path_type=Path),
+              help="Also write the table as Markdown (as README shows it).")
+def mini_eval(json_path: Path, n: int, eps: str, attacks: str, methods: str, attack_steps: int,
+              steps_sweep: str, seed: int, weights: Path | None, markdown_path: Path | None) -> None:
+    """Attack the mini captioner and measure every detector: the paper's table in miniature."""
+    from streamdetect.mini.eval.run import EvalSettings, run_eval
+    from streamdetect.models.profiles import MINI_WEIGHTS
+
+    try:
+        settings = EvalSettings(n=n, seed=seed, eps=_floats(eps), attacks=tuple(attacks.split(",")),
+                                methods=tuple(methods.split(",")), attack_steps=attack_steps,
+                                steps_sweep=_ints(steps_sweep))
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from exc
+    result = run_eval(settings, _log, weights or MINI_WEIGHTS)
+    json_path.write_text(json.dumps(result, indent=2))
+    if markdown_path:
+        markdown_path.write_text(markdown_table(result) + "\n")
+    click.echo(format_table(result["rows"]))
+
+
+@mini.command("scenes")
+@click.option("--split", type=click.Choice(["train", "val", "test"]), default="val", show_default=True)
+@click.option("--n", type=click.IntRange(min=1), default=100, show_default=True)
+@click.option("--start", type=click.IntRange(min=0), default=0, show_default=True, help="First scene index.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True,
+              help="Folder for NNNN.png and captions.csv (file, caption).")
+def mini_scenes(split: str, n: int, start: int, seed: int, out: Path) -> None:
+    """Write clean domain scenes as PNGs, e.g. to calibrate on or to submit."""
+    from streamdetect.mini.eval.show import write_scenes
+
+    write_scenes(seed, split, n, start, out)
+    click.echo(f"{n} {split} scenes in {out}")
+
+
+def format_table(rows: list[dict]) -> str:
+    def num(v: float | None) -> str:
+        return "   -  " if v is None else f"{v:6.3f}"
+
+    lines = ["method               attack    eps  auroc   acc  tpr@1%  asr     n"]
+    for r in rows:
+        lines.append(f"{r['method']:20} {r['attack']:9} {r['eps']:3g} {num(r['auroc'])} {num(r['accuracy'])} "
+                     f"{num(r['tpr_at_1pct_fpr'])} {num(r['attack_success_rate'])} {r['n']:5d}")
+    return "\n".join(lines)
+
+
+def markdown_table(result: dict) -> str:
+    def num(v: float | None) -> str:
+        return "n/a" if v is None else f"{v:.2f}"
+
+    lines = ["| method | attack | eps | AUROC | acc | TPR@1%FPR | ASR | n |", "|---|---|---|---|---|---|---|---|"]
+    for r in sorted(result["rows"], key=lambda r: (("pgd", "transfer", "adaptive").index(r["attack"]), r["eps"],
+                                                  r["method"])):
+        lines.append(f"| {r['method']} | {r['attack']} | {r['eps']:g} | {num(r['auroc'])} | {num(r['accuracy'])} "
+                     f"| {num(r['tpr_at_1pct_fpr'])} | {num(r['attack_success_rate'])} | {r['n']} |")
+    if result.get("steps"):
+        lines += ["", "| Euler steps | AUROC (PGD eps 8) | generator accuracy | generation time vs default |",
+                  "|---|---|---|---|"]
+        lines += [f"| {r['steps']} | {num(r['auroc'])} | {num(r['generator_accuracy'])} | {r['time_ratio']:.2f}x |"
+                  for r in result["steps"]]
+    return "\n".join(lines)
+
+
+@click.command("attack")
+@click.option("--kind", type=click.Choice(ATTACKS), default="pgd", show_default=True)
+@click.option("--eps", type=float, default=8.0, show_default=True, help="L-inf budget in 1/255 units.")
+@click.option("--n", type=int, default=8, show_default=True, help="Test images to attack.")
+@click.option("--steps", type=int, default=60, show_default=True, help="PGD iterations.")
+@click.option("--against", type=click.Choice(["vanilla", "stochastic"]), default="vanilla", show_default=True,
+              help="adaptive only: the MirrorCheck variant the attack optimises against (stochastic: EoT).")
+@click.option("--seed", type=int, default=0, show_default=True, help="Picks the test images and the targets.")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True,
+              help="Folder for grid.png (input | regeneration | attacked | regeneration, a row per image), "
+                   "clean/ and attacked/ PNGs, and results.json.")
+@click.option("--weights", type=click.Path(file_okay=False, exists=True, path_type=Path),
+              help="Weights folder written by `mini train --out` (default: the shipped weights).")
+def attack(kind: str, eps: float, n: int, steps: int, against: str, seed: int, out: Path,
+           weights: Path | None) -> None:
+    """Attack the mini captioner with a chosen wrong caption; show what MirrorCheck sees."""
+    from streamdetect.mini.eval.show import run_attack
+    from streamdetect.models.profiles import MINI_WEIGHTS
+
+    summary = run_attack(kind, eps, n, steps, against == "stochastic", seed, out, weights or MINI_WEIGHTS)
+    click.echo(json.dumps(summary, indent=2))

@@ -1,0 +1,202 @@
+"""`streamdetect eval` and `streamdetect calibrate`: offline commands, no broker needed."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any, Callable
+
+import click
+
+from streamdetect.cli.context import settings_from_context
+
+from streamdetect.settings import ConfigError, Settings
+
+PATH_DIR = click.Path(exists=True, file_okay=False, path_type=Path)
+PATH_FILE = click.Path(exists=True, dir_okay=False, path_type=Path)
+
+
+_settings = settings_from_context
+
+
+def model_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """The detector's settings, as the worker reads them (flags win over env and --config)."""
+    options = [
+        click.option("--profile", help="Model profile: tiny, mini, paper, standard (default tiny)."),
+        click.option("--model-dir", type=click.Path(file_okay=False, path_type=Path), help="Model folder."),
+        click.option("--device", help="cpu (default) or cuda[:N]."),
+        click.option("--dtype", type=click.Choice(["fp32", "fp16", "bf16"]), help="Model precision."),
+        click.option("--mode", type=click.Choice(["vanilla", "stochastic"]),
+                     help="vanilla (default): one generator, the whole ensemble. stochastic: per image, a "
+                          "generator and k encoders drawn from the zoos and a one-time weight perturbation."),
+        click.option("--encoder-zoo", help="Comma-separated encoder specs (default: the profile's)."),
+        click.option("--generator-zoo", help="Comma-separated generator specs (default: the profile's)."),
+        click.option("-k", "--encoders-per-request", type=int, help="Encoders drawn per image (0 = all)."),
+        click.option("--noise-scale", type=float, help="Std of the one-time weight noise (default 5e-4)."),
+        click.option("--seed", type=int, help="Regeneration seed base (default 0)."),
+        click.option("--max-batch", type=int, help="Images per batched model call (default 8)."),
+    ]
+    for option in reversed(options):
+        fn = option(fn)
+    return fn
+
+
+@click.command("eval")
+@click.option("--clean-dir", type=PATH_DIR, help="Folder of clean input images.")
+@click.option("--adv-dir", type=PATH_DIR, help="Folder of adversarial input images.")
+@click.option("--clean-generated-dir", type=PATH_DIR, help="Precomputed regenerations of the clean images.")
+@click.option("--adv-generated-dir", type=PATH_DIR, help="Precomputed regenerations of the adversarial images.")
+@click.option("--pairing", type=click.Choice(["name", "index"]), default="name", show_default=True,
+              help="Pair inputs with regenerations by file name (or stem), or by sorted index.")
+@click.option("--recursive", is_flag=True, help="Search the folders recursively.")
+@click.option("--mapping-csv", type=PATH_FILE,
+              help="CSV instead of folders: columns input, label (0/clean, 1/adversarial), optional generated "
+                   "and caption (the victim VLM's output).")
+@click.option("--mapping-root", type=PATH_DIR, help="Root of relative paths in the CSV (default: its folder).")
+@click.option("--max-samples", type=click.IntRange(min=1), help="At most this many clean and this many adversarial.")
+@click.option("--threshold", "threshold_value", default="auto", show_default=True,
+              help="auto (fit by --threshold-mode on this data), config (the worker's threshold or "
+                   "threshold file), or a number.")
+@click.option("--threshold-mode", type=click.Choice(["equal_tpr_tnr", "youden", "target_fpr"]),
+              default="equal_tpr_tnr", show_default=True, help="How --threshold auto is fitted.")
+@click.option("--target-fpr", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.01,
+              show_default=True, help="For --threshold-mode target_fpr (fitted on the clean scores only).")
+@click.option("--draw-seed", type=click.IntRange(0, 2**53 - 1),
+              help="Stochastic mode: one draw for every image (the reference's config sampling); "
+                   "default: a draw per image, seeded from --seed and its name.")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), required=True,
+              help="Output folder: scores.csv, summary.json, summary.csv, roc.png, report.html, regenerated/.")
+@click.option("--report-samples", type=click.IntRange(min=1), default=6, show_default=True,
+              help="Sample pairs per label in report.html.")
+@click.option("--quiet", is_flag=True, help="No progress bar or summary on the terminal.")
+@model_options
+@click.pass_context
+def eval_command(ctx: click.Context, clean_dir: Path | None, adv_dir: Path | None, clean_generated_dir: Path | None,
+                 adv_generated_dir: Path | None, pairing: str, recursive: bool, mapping_csv: Path | None,
+                 mapping_root: Path | None, max_samples: int | None, threshold_value: str, threshold_mode: str,
+                 target_fpr: float, draw_seed: int | None, out_dir: Path, report_samples: int, quiet: bool,
+                 **overrides: Any) -> None:
+    """Evaluate MirrorCheck on labelled clean and adversarial images: AUROC, accuracy, TPR, FPR,
+    precision, confusion counts and TPR at 1% FPR, with an ROC plot and an HTML report.
+
+    \b
+    streamdetect eval --clean-dir clean/ --adv-dir adv/ --out results/
+    streamdetect eval --clean-dir c/ --clean-generated-dir c_gen/ --adv-dir a/ --adv-generated-dir a_gen/ \\
+        --pairing index --out results/
+    streamdetect eval --mapping-csv pairs.csv --mode stochastic -k 3 --noise-scale 5e-4 --out results/
+    """
+    from streamdetect.offline import evaluate, scoring
+    from streamdetect.offline import items as items_lib
+
+    settings = _settings(ctx, **overrides)
+    try:
+        if mapping_csv is not None:
+            if clean_dir or adv_dir or clean_generated_dir or adv_generated_dir:
+                raise click.UsageError("give either --mapping-csv or folders, not both")
+            items, unpaired = items_lib.collect_csv(mapping_csv, mapping_root), []
+        elif clean_dir and adv_dir:
+            items, unpaired = items_lib.collect_folders(clean_dir, adv_dir, clean_generated_dir, adv_generated_dir,
+                                                       pairing, recursive)
+        else:
+            raise click.UsageError("give --clean-dir and --adv-dir (folders), or --mapping-csv")
+        if unpaired and not quiet:
+            click.echo(f"warning: {len(unpaired)} inputs have no regeneration to pair with and are left out, "
+                       f"e.g. {', '.join(unpaired[:3])}", err=True)
+        items = items_lib.limit_per_class(items, max_samples)
+        choice = evaluate.ThresholdChoice(threshold_value, threshold_mode, target_fpr)
+        options = scoring.RunOptions(seed=settings.seed, draw_seed=draw_seed, batch=settings.max_batch)
+        result = evaluate.run_eval(settings, items, choice, out_dir, options, unpaired, quiet, report_samples)
+    except (ValueError, ConfigError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    if not quiet:
+        s = result.summary
+        auroc = "n/a" if s["auroc"] is None else f"{s['auroc']:.4f}"
+        click.echo(f"{s['n_clean']} clean, {s['n_adversarial']} adversarial: AUROC {auroc}, "
+                   f"accuracy {s['accuracy']:.4f}, TPR {s['tpr']:.4f}, FPR {s['fpr']:.4f} at threshold "
+                   f"{s['threshold']:.6f} ({s['threshold_mode']}); outputs in {out_dir}")
+
+
+@click.command("calibrate")
+@click.option("--audit", "audit_path", type=click.Path(dir_okay=False, allow_dash=True),
+              help="Audit log as JSON lines (`streamdetect replay > audit.jsonl`), or - for stdin.")
+@click.option("--clean-dir", type=PATH_DIR, help="Or: a folder of clean images to run through the detector.")
+@click.option("--recursive", is_flag=True, help="Search --clean-dir recursively.")
+@click.option("--max-samples", type=click.IntRange(min=1), help="Use at most this many images from --clean-dir.")
+@click.option("--target-fpr", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.01,
+              show_default=True, help="False-positive rate wanted on clean traffic.")
+@click.option("--confidence", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.95,
+              show_default=True, help="Level of the reported interval of the achieved FPR.")
+@click.option("--threshold-file", help="Where to write the fit (default: the threshold_file setting, which "
+                                       "the worker reads).")
+@click.option("--json", "as_json", is_flag=True, help="Print the written record as JSON.")
+@model_options
+@click.pass_context
+def calibrate_command(ctx: click.Context, audit_path: str | None, clean_dir: Path | None, recursive: bool,
+                      max_samples: int | None, target_fpr: float, confidence: float, threshold_file: str | None,
+                      as_json: bool, **overrides: Any) -> None:
+    """Fit the threshold for a target false-positive rate from clean traffic only, and write it
+    where the worker reads it (threshold_file). Reports how many samples were used and the
+    confidence interval of the FPR the threshold will have on new clean traffic.
+
+    \b
+    streamdetect replay --since 2026-11-01 > audit.jsonl
+    streamdetect calibrate --audit audit.jsonl --target-fpr 0.01 --threshold-file /etc/sd/threshold.json
+    streamdetect calibrate --clean-dir clean/ --threshold-file threshold.json
+    """
+    import json
+
+    from streamdetect.offline import calibrate
+    from streamdetect.app.detector_config import fingerprint
+
+    settings = _settings(ctx, **overrides)
+    target = threshold_file or settings.threshold_file
+    if not target:
+        raise click.UsageError("say where to write the threshold: --threshold-file or the threshold_file "
+                               "setting (STREAMDETECT_THRESHOLD_FILE), which the worker reads")
+    if (audit_path is None) == (clean_dir is None):
+        raise click.UsageError("give exactly one of --audit or --clean-dir")
+    try:
+        fp = fingerprint(settings)
+        if audit_path is not None:
+            scores, source = _audit(audit_path, fp)
+        else:
+            scores, source = _clean_folder(settings, clean_dir, recursive, max_samples)  # type: ignore[arg-type]
+        if not scores:
+            raise click.ClickException(f"no clean scores to fit on ({source})")
+        record = calibrate.fit_record(scores, target_fpr, confidence, fp, source)
+        calibrate.write_record(Path(target), record)
+    except (ValueError, ConfigError, OSError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(json.dumps(record, indent=2, sort_keys=True) if as_json else
+               f"{calibrate.describe(record)}\nwrote {target}")
+
+
+def _audit(path: str, fp: dict[str, Any]) -> tuple[list[float], str]:
+    from streamdetect.offline import calibrate
+
+    if path == "-":
+        found = calibrate.audit_scores(sys.stdin, fp)
+    else:
+        with open(path) as f:
+            found = calibrate.audit_scores(f, fp)
+    source = (f"audit {path}: {found.lines} records, {len(found.scores)} used, {found.other_config} from "
+              f"another configuration, {found.duplicates} replays, {found.unreadable} unreadable")
+    return found.scores, source
+
+
+def _clean_folder(settings: Settings, folder: Path, recursive: bool, max_samples: int | None) -> tuple[list[float], str]:
+    from tqdm import tqdm
+
+    from streamdetect.offline import scoring
+    from streamdetect.offline import items as items_lib
+    from streamdetect.app.detector_config import load_detector_models, stochastic_settings
+
+    files = items_lib.image_files(folder, recursive)[:max_samples]
+    items = [items_lib.EvalItem(f"clean/{f.relative_to(folder).as_posix()}", f, 0) for f in files]
+    if not items:
+        raise ValueError(f"no images in {folder}")
+    models = load_detector_models(settings)
+    options = scoring.RunOptions(seed=settings.seed, batch=settings.max_batch)
+    with tqdm(total=len(items), desc="calibrate", unit="img", file=sys.stderr) as bar:
+        scored = scoring.score_items(items, models, stochastic_settings(settings), options, bar.update)
+    return [s.score for s in scored], f"folder {folder}: {len(scored)} images"

@@ -1,0 +1,1 @@
+"""`streamdetect demo`: calibrate, attack, start a worker, submit uploads, show what arrives."""

@@ -1,0 +1,39 @@
+"""Topic specs as code: one YAML file per topic in ``events/topics/`` (package data) (name, partitions, config)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from streamdetect.events.wire import TOPICS_DIR
+
+NAMES = ("uploads", "alerts", "audit", "dlq")
+
+
+@dataclass(frozen=True)
+class TopicSpec:
+    name: str
+    partitions: int
+    replication_factor: int = 1
+    config: dict[str, str] = field(default_factory=dict)
+
+
+def load_specs(directory: Path | None = None) -> list[TopicSpec]:
+    """Read every project topic's spec; a missing file or field is an error naming it."""
+    directory = directory or TOPICS_DIR
+    specs = []
+    for name in NAMES:
+        path = directory / f"{name}.yaml"
+        data = yaml.safe_load(path.read_text())
+        try:
+            specs.append(TopicSpec(
+                name=data["name"],
+                partitions=int(data["partitions"]),
+                replication_factor=int(data.get("replication_factor", 1)),
+                config={k: str(v) for k, v in (data.get("config") or {}).items()},
+            ))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ValueError(f"topic spec {path} is invalid: {exc!r}") from exc
+    return specs

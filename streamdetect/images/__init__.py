@@ -1,0 +1,23 @@
+"""Resolving an image reference to decoded RGB pixels, safely: ``fetch`` (data:, s3://, https://,
+file:// with limits and an SSRF guard), ``decode`` (Pillow with a pixel limit), ``policy`` (what
+is allowed). Knows nothing about models or Kafka; its calls block, so run them off the event loop.
+"""
+
+from __future__ import annotations
+
+from PIL import Image
+
+from streamdetect.images.decode import decode_image
+from streamdetect.images.fetch import fetch_bytes, shorten
+from streamdetect.images.policy import REASONS, ImageError, ImagePolicy
+
+__all__ = ["REASONS", "ImageError", "ImagePolicy", "decode_image", "fetch_bytes", "load_image"]
+
+
+def load_image(ref: str, policy: ImagePolicy) -> Image.Image:
+    """Fetch and decode ``ref``; raises :class:`ImageError`."""
+    data = fetch_bytes(ref, policy)
+    try:
+        return decode_image(data, policy)
+    except ImageError as e:
+        raise ImageError(e.reason, f"{shorten(ref)}: {e.detail}") from e

@@ -1,0 +1,1 @@
+"""Offline tools over labelled images and audit logs: evaluation, its report, calibration."""
