@@ -13,7 +13,7 @@ KAFKA := deploy/kafka/kafka.sh
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: help setup venv jars kafka-start kafka-stop topics demo test bench clean
+.PHONY: help setup venv jars kafka-start kafka-stop topics demo lint-imports test bench clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -51,7 +51,10 @@ demo: jars  ## broker, calibration, real attacks on the mini models, a worker; p
 	rc=0; $(PY) -m streamdetect.cli demo || rc=$$?; \
 	if [ $$started = 1 ]; then $(KAFKA) stop; fi; exit $$rc
 
-test: setup  ## the whole test suite (starts and stops its own broker and S3 server)
+lint-imports: venv  ## the architecture's import contracts (pyproject.toml, docs/architecture.md)
+	$(VENV)/bin/lint-imports --no-cache
+
+test: setup lint-imports  ## import contracts, then the whole test suite (starts and stops its own broker and S3 server)
 	$(PY) -m pytest
 
 bench: setup  ## reference vs engine vs stream vs bare Kafka, tiny models (own broker unless KAFKA_BOOTSTRAP); writes .run/bench.json

@@ -1,120 +1,145 @@
-"""Settings: one frozen object, read once at start from defaults, a TOML file, the environment
-(``STREAMDETECT_<NAME>``; ``KAFKA_BOOTSTRAP`` too) and command-line flags, in that order of
-precedence (flags win). A bad value stops start-up with an error naming the setting."""
+"""Settings: one frozen pydantic-settings model, the only reader of the environment and the
+TOML file. Precedence, lowest first: defaults, the TOML file (``--config``), the environment
+(``STREAMDETECT_<NAME>``, and ``KAFKA_BOOTSTRAP`` for ``bootstrap``), command-line flags.
+
+Every field's type and range is checked once, at start; a bad value, a misspelt
+``STREAMDETECT_*`` variable or a misspelt file key stops start-up with an error that names it,
+says where it came from and suggests the close match. The CLI builds its flags from these
+fields (``streamdetect/cli/options.py``), so a flag, its default and its help are written once.
+"""
 
 from __future__ import annotations
 
-import dataclasses
+import difflib
 import os
 import socket
 import tomllib
-from dataclasses import dataclass, field, fields
+from contextvars import ContextVar
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Literal, Mapping
+
+from pydantic import Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, EnvSettingsSource, PydanticBaseSettingsSource, SettingsConfigDict
 
 ENV_PREFIX = "STREAMDETECT_"
+# STREAMDETECT_* variables that are not settings: who reads them, for the misspelling check.
+OTHER_VARIABLES = {"STREAMDETECT_CACHE": "the cache folder of make and of the model_dir default"}
+PROFILES = ("mini", "tiny", "paper", "standard")
 
 
 class ConfigError(ValueError):
     """A setting has a bad value; the message names it and says what is accepted."""
 
 
-def _default_cache() -> Path:
+def default_cache() -> Path:
     return Path(os.environ.get("STREAMDETECT_CACHE", Path.home() / ".cache" / "streamdetect"))
 
 
-@dataclass(frozen=True)
-class Settings:
+def _flags(*flags: str, off: str | None = None, path: str | None = None) -> dict[str, Any]:
+    """CLI hints for cli/options.py: extra flag names, the off-switch of a boolean, path kind."""
+    return {"flags": list(flags), "off": off, "path": path}
+
+
+class Settings(BaseSettings):
+    """Every setting of the worker and the offline commands. ``Settings(...)`` is defaults plus
+    the given values; ``Settings.load(...)`` also reads the file and the environment."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX, case_sensitive=False, env_ignore_empty=True, frozen=True, extra="forbid",
+        validate_default=True,
+    )
+
     # Kafka
-    bootstrap: str = "127.0.0.1:19092"
-    topic_prefix: str = ""
-    group_id: str = "streamdetect"
+    bootstrap: str = Field("127.0.0.1:19092", description="Kafka bootstrap servers, host:port[,host:port...] "
+                           "(also KAFKA_BOOTSTRAP).")
+    topic_prefix: str = Field("", pattern=r"^[A-Za-z0-9._-]*$",
+                              description="Prefix for the topic names uploads, alerts, audit, dlq.")
+    group_id: str = Field("streamdetect", min_length=1, json_schema_extra=_flags("--group"),
+                          description="Consumer group; workers sharing it share the partitions.")
     # Models and decision
-    profile: str = "tiny"
-    model_dir: Path = field(default_factory=lambda: _default_cache() / "models")
-    device: str = "cpu"
-    cpu_threads: int = 1  # torch intra-op threads; 0 = torch's default (see models/_torch.py)
-    dtype: str = "fp32"
-    threshold: float = 0.5
-    seed: int = 0
+    profile: Literal["mini", "tiny", "paper", "standard"] = Field(
+        "mini", description="Model profile: mini (small trained models, shipped; CPU), tiny (random weights, "
+                            "for tests only), paper (BLIP + SD 1.5 + 5 CLIP), standard (distilled T2I, fp16 GPU).")
+    model_dir: Path = Field(default_factory=lambda: default_cache() / "models", json_schema_extra=_flags(path="dir"),
+                            description="Folder of local model weights [default: $STREAMDETECT_CACHE/models, "
+                                        "~/.cache/streamdetect/models].")
+    device: str = Field("cpu", pattern=r"^(cpu|cuda(:\d+)?)$", description="cpu or cuda[:N].")
+    cpu_threads: int = Field(1, ge=0, description="torch intra-op threads; 0 = torch's default (one is fastest "
+                                                  "on 2 cores: see README, Benchmark).")
+    dtype: Literal["fp32", "fp16", "bf16"] = Field("fp32", description="Model precision.")
+    threshold: float = Field(0.5, ge=-1.0, le=1.0, allow_inf_nan=False,
+                             description="Flag when the mean cosine similarity is below this. Uncalibrated unless "
+                                         "fitted for the models: prefer --threshold-file.")
+    seed: int = Field(0, ge=0, description="Base of the per-upload regeneration seeds.")
     # MirrorCheck mode: vanilla (one generator, the whole encoder ensemble) or stochastic (per
     # request: a generator from generator_zoo, encoders_per_request encoders from encoder_zoo and
     # a one-time weight perturbation of scale noise_scale; see detector/stochastic.py).
-    mode: str = "vanilla"
-    encoder_zoo: str = ""  # comma-separated encoder specs; empty = the profile's (models/zoo.py)
-    generator_zoo: str = ""  # comma-separated generator specs; empty = the profile's
-    encoders_per_request: int = 0  # k; 0 = the whole encoder zoo
-    noise_scale: float = 5e-4  # std of the weight noise (paper: 5e-6 .. 1e-3); 0 = none
-    # Written by `streamdetect calibrate`; when set, its threshold replaces `threshold`.
-    threshold_file: str | None = None
+    mode: Literal["vanilla", "stochastic"] = Field(
+        "vanilla", description="vanilla: the profile's generator and whole encoder ensemble; stochastic: per upload "
+                               "a drawn generator, k drawn encoders and one-time weight noise.")
+    encoder_zoo: str = Field("", description="Comma-separated encoder specs; empty = the profile's.")
+    generator_zoo: str = Field("", description="Comma-separated generator specs; empty = the profile's.")
+    encoders_per_request: int = Field(0, ge=0, json_schema_extra=_flags("-k"),
+                                      description="Stochastic mode: encoders drawn per upload (k); 0 = all.")
+    noise_scale: float = Field(5e-4, ge=0.0, le=0.1, allow_inf_nan=False,
+                               description="Stochastic mode: std of the one-time weight noise (paper: 5e-6 to 1e-3).")
+    threshold_file: str | None = Field(None, json_schema_extra=_flags(path="file"),
+                                       description="Threshold fitted by `streamdetect calibrate`; replaces threshold.")
     # Batching and flow control
-    max_batch: int = 8
-    max_wait_ms: float = 20.0
-    max_in_flight: int = 64
-    # Per-stage batch size; 0 = max_batch. Batches per stage handed to the device at once (the
-    # next one forms while one runs).
-    caption_max_batch: int = 0
-    generate_max_batch: int = 0
-    embed_max_batch: int = 0
-    batches_in_flight: int = 2
+    max_batch: int = Field(8, ge=1, description="Most items per batched model call.")
+    max_wait_ms: float = Field(20.0, ge=0.0, allow_inf_nan=False,
+                               description="Longest wait for a batch to fill after its first item, in ms.")
+    max_in_flight: int = Field(64, ge=1, description="Most uploads open at once before consumption pauses.")
+    caption_max_batch: int = Field(0, ge=0, description="Caption stage batch size; 0 = max_batch.")
+    generate_max_batch: int = Field(0, ge=0, description="Regenerate stage batch size; 0 = max_batch.")
+    embed_max_batch: int = Field(0, ge=0, description="Embed stage batch size; 0 = max_batch.")
+    batches_in_flight: int = Field(2, ge=1, description="Batches per stage handed to the device at once.")
     # Offsets: how often acked offsets are committed, and the longest gap between polls before
     # the broker evicts the worker (must exceed the longest wait for one upload to finish).
-    commit_interval_s: float = 2.8
-    max_poll_interval_s: float = 1000.0
+    commit_interval_s: float = Field(2.8, gt=0.0, allow_inf_nan=False,
+                                     description="Seconds between commits of acknowledged offsets.")
+    max_poll_interval_s: float = Field(1000.0, gt=0.0, allow_inf_nan=False,
+                                       description="Longest gap between polls before the broker evicts the worker.")
     # Image references
-    max_image_bytes: int = 10 * 1024 * 1024
-    max_image_pixels: int = 4096 * 4096
-    allow_file: bool = False
-    allow_http: bool = False
-    allow_private_hosts: bool = False  # SSRF guard off: fetch http(s) from private addresses too
-    fetch_timeout_s: float = 10.0
-    s3_endpoint: str | None = None
-    s3_region: str | None = None
+    max_image_bytes: int = Field(10 * 1024 * 1024, ge=1, description="Largest image download, in bytes.")
+    max_image_pixels: int = Field(4096 * 4096, ge=1, description="Largest decoded image, in pixels.")
+    allow_file: bool = Field(False, description="Accept file:// references.")
+    allow_http: bool = Field(False, description="Accept plain http:// references (otherwise https only).")
+    allow_private_hosts: bool = Field(False, description="Fetch http(s) references from loopback, private and "
+                                                         "link-local addresses (turns the SSRF guard off).")
+    fetch_timeout_s: float = Field(10.0, gt=0.0, allow_inf_nan=False, description="Image fetch timeout, seconds.")
+    s3_endpoint: str | None = Field(None, description="S3-compatible endpoint URL for s3:// references (MinIO "
+                                                      "and the like); unset = AWS.")
+    s3_region: str | None = Field(None, description="S3 region; unset = boto3's default.")
     # Operations
-    worker_name: str = field(default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}")
-    log_level: str = "info"
-    log_json: bool = False
-    metrics_host: str = "127.0.0.1"
-    metrics_port: int = 9464  # /metrics, /healthz, /readyz; 0 = off
+    worker_name: str = Field(default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}", min_length=1,
+                             description="Name in verdicts and dead letters [default: host-pid].")
+    log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="Log level.")
+    log_json: bool = Field(False, json_schema_extra=_flags(off="--log-text"),
+                           description="Logs as JSON lines (for collectors) instead of text.")
+    metrics_host: str = Field("127.0.0.1", min_length=1, description="Address of /metrics, /healthz, /readyz.")
+    metrics_port: int = Field(9464, ge=0, le=65535, description="Port of /metrics, /healthz, /readyz; 0 = off.")
 
-    def __post_init__(self) -> None:
-        _check(self.threshold, -1.0 <= self.threshold <= 1.0, "threshold", "a cosine similarity in [-1, 1]")
-        for name in ("max_batch", "max_in_flight", "max_image_bytes", "max_image_pixels"):
-            _check(getattr(self, name), getattr(self, name) >= 1, name, "an integer >= 1")
-        _check(self.max_wait_ms, self.max_wait_ms >= 0, "max_wait_ms", "a number >= 0")
-        _check(self.cpu_threads, self.cpu_threads >= 0, "cpu_threads", "an integer >= 0 (0 = torch's default)")
-        _check(self.fetch_timeout_s, self.fetch_timeout_s > 0, "fetch_timeout_s", "a number > 0")
-        _check(self.device, self.device == "cpu" or self.device.startswith("cuda"), "device", "cpu or cuda[:N]")
-        _check(self.dtype, self.dtype in ("fp32", "fp16", "bf16"), "dtype", "fp32, fp16 or bf16")
-        _check(self.log_level, self.log_level in ("debug", "info", "warning", "error"), "log_level",
-               "debug, info, warning or error")
-        _check(self.bootstrap, bool(self.bootstrap.strip()), "bootstrap", "host:port[,host:port...]")
-        self._check_detector()
-        for name in ("caption_max_batch", "generate_max_batch", "embed_max_batch"):
-            _check(getattr(self, name), getattr(self, name) >= 0, name, "an integer >= 0 (0 = max_batch)")
-        _check(self.batches_in_flight, self.batches_in_flight >= 1, "batches_in_flight", "an integer >= 1")
-        for name in ("commit_interval_s", "max_poll_interval_s"):
-            _check(getattr(self, name), getattr(self, name) > 0, name, "a number of seconds > 0")
-        _check(self.metrics_port, 0 <= self.metrics_port <= 65535, "metrics_port", "a TCP port, or 0 for off")
-        _check(self.metrics_host, bool(self.metrics_host.strip()), "metrics_host", "a host name or address")
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_bools_for_numbers(cls, value: Any, info: Any) -> Any:
+        # pydantic's lax mode reads `max_batch = true` as 1; a boolean for a number is a mistake.
+        annotation = cls.model_fields[info.field_name].annotation
+        if isinstance(value, bool) and annotation in (int, float):
+            raise ValueError("expected a number, not a boolean")
+        return value
+
+    @field_validator("bootstrap")
+    @classmethod
+    def _host_ports(cls, value: str) -> str:
+        hosts = [part.strip() for part in value.split(",")]
+        if not all(h and h.rpartition(":")[2].isdigit() and h.rpartition(":")[0] for h in hosts):
+            raise ValueError("expected host:port[,host:port...]")
+        return ",".join(hosts)
 
     def stage_max_batch(self, stage: str) -> int:
         """A stage's batch size: its own setting, or max_batch when that is 0."""
         return getattr(self, f"{stage}_max_batch") or self.max_batch
-
-    def _check_detector(self) -> None:
-        from streamdetect.models.specs import parse_spec  # pure string handling, no torch
-
-        _check(self.mode, self.mode in ("vanilla", "stochastic"), "mode", "vanilla or stochastic")
-        _check(self.encoders_per_request, self.encoders_per_request >= 0, "encoders_per_request",
-               "an integer >= 0 (0 = the whole encoder zoo)")
-        _check(self.noise_scale, 0 <= self.noise_scale <= 0.1, "noise_scale", "a number in [0, 0.1]")
-        for name in ("encoder_zoo", "generator_zoo"):
-            for spec in self.specs(name):
-                try:
-                    parse_spec(spec)
-                except ValueError as exc:
-                    raise ConfigError(f"setting {name} has a bad entry: {exc}") from exc
 
     def specs(self, name: str) -> tuple[str, ...]:
         """A comma-separated spec list setting (encoder_zoo, generator_zoo) as a tuple."""
@@ -124,6 +149,10 @@ class Settings:
         """The full name of one of the project's topics (uploads, alerts, audit, dlq)."""
         return f"{self.topic_prefix}{name}"
 
+    def given(self, name: str) -> bool:
+        """Whether ``name`` was set by a flag, the environment or the file (not left at its default)."""
+        return name in self.model_fields_set
+
     @classmethod
     def load(
         cls,
@@ -131,78 +160,111 @@ class Settings:
         env: Mapping[str, str] | None = None,
         overrides: Mapping[str, Any] | None = None,
     ) -> Settings:
-        """Merge file < environment < overrides (flags); ``None`` overrides are ignored."""
+        """Merge defaults < file < environment < overrides (flags); ``None`` overrides are ignored."""
         env = os.environ if env is None else env
-        values: dict[str, Any] = {}
-        if config_file is not None:
-            values.update(_read_file(config_file))
-        values.update(_read_env(env))
-        values.update({k: v for k, v in (overrides or {}).items() if v is not None})
-        return cls(**{name: _coerce(name, value) for name, value in values.items()})
+        given = {k: v for k, v in (overrides or {}).items() if v is not None}
+        _check_names(given, "flag")
+        token = _SOURCES.set(_Sources(config_file, env))
+        try:
+            return cls(**given)
+        except ValidationError as exc:
+            raise ConfigError(_explain(exc, config_file, env, given)) from None
+        finally:
+            _SOURCES.reset(token)
 
-    def as_dict(self) -> dict[str, Any]:
-        return {k: str(v) if isinstance(v, Path) else v for k, v in dataclasses.asdict(self).items()}
-
-
-def _check(value: Any, ok: bool, name: str, expected: str) -> None:
-    if not ok:
-        raise ConfigError(f"setting {name}={value!r} is invalid: expected {expected}")
-
-
-_FIELDS = {f.name: f for f in fields(Settings)}
-
-
-def _read_file(path: Path) -> dict[str, Any]:
-    try:
-        data = tomllib.loads(Path(path).read_text())
-    except FileNotFoundError as exc:
-        raise ConfigError(f"config file {path} does not exist") from exc
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"config file {path} is not valid TOML: {exc}") from exc
-    unknown = sorted(set(data) - set(_FIELDS))
-    if unknown:
-        raise ConfigError(f"config file {path} has unknown settings {unknown}; known: {sorted(_FIELDS)}")
-    return data
+    @classmethod
+    def settings_customise_sources(
+        cls, settings_cls: type[BaseSettings], init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource, dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources = _SOURCES.get()
+        if sources is None:  # plain Settings(...): defaults and the given values only
+            return (init_settings,)
+        chain: list[PydanticBaseSettingsSource] = [init_settings, _Environment(settings_cls, sources.env)]
+        if sources.config_file is not None:
+            chain.append(_TomlFile(settings_cls, sources.config_file))
+        return tuple(chain)
 
 
-def _read_env(env: Mapping[str, str]) -> dict[str, Any]:
-    values: dict[str, Any] = {}
-    if env.get("KAFKA_BOOTSTRAP"):
-        values["bootstrap"] = env["KAFKA_BOOTSTRAP"]
-    for name in _FIELDS:
-        key = ENV_PREFIX + name.upper()
-        if key in env:
-            values[name] = env[key]
-    return values
+class _Sources:
+    def __init__(self, config_file: Path | None, env: Mapping[str, str]) -> None:
+        self.config_file, self.env = config_file, env
 
 
-def _coerce(name: str, value: Any) -> Any:
-    """Turn a string from the environment into the field's type, or fail naming the field."""
-    if name not in _FIELDS:
-        raise ConfigError(f"unknown setting {name!r}; known: {sorted(_FIELDS)}")
-    kind = str(_FIELDS[name].type)
-    if not isinstance(value, str) or kind == "str":
-        return Path(value) if kind == "Path" and isinstance(value, str) else value
-    try:
-        if kind == "int":
-            return int(value)
-        if kind == "float":
-            return float(value)
-        if kind == "bool":
-            return _parse_bool(value)
-        if kind == "Path":
-            return Path(value)
-        if kind == "str | None":
-            return value or None
-    except ValueError as exc:
-        raise ConfigError(f"setting {name}={value!r} is invalid: expected {kind}") from exc
-    return value
+_SOURCES: ContextVar[_Sources | None] = ContextVar("settings_sources", default=None)
 
 
-def _parse_bool(value: str) -> bool:
-    lowered = value.strip().lower()
-    if lowered in ("1", "true", "yes", "on"):
-        return True
-    if lowered in ("0", "false", "no", "off", ""):
-        return False
-    raise ValueError(value)
+class _Environment(EnvSettingsSource):
+    """STREAMDETECT_* from the given mapping; KAFKA_BOOTSTRAP stands in for STREAMDETECT_BOOTSTRAP;
+    a STREAMDETECT_* name that is no setting is an error (a typo must not be silently ignored)."""
+
+    def __init__(self, settings_cls: type[BaseSettings], env: Mapping[str, str]) -> None:
+        self._env = env
+        super().__init__(settings_cls)
+
+    def _load_env_vars(self) -> Mapping[str, str | None]:
+        env = {key.upper(): value for key, value in self._env.items() if key.upper().startswith(ENV_PREFIX)}
+        env = {key: value for key, value in env.items() if value != ""}  # empty = unset, as for the shell
+        if self._env.get("KAFKA_BOOTSTRAP") and not env.get(ENV_PREFIX + "BOOTSTRAP"):
+            env[ENV_PREFIX + "BOOTSTRAP"] = self._env["KAFKA_BOOTSTRAP"]
+        known = {ENV_PREFIX + name.upper() for name in Settings.model_fields} | set(OTHER_VARIABLES)
+        for key in env:
+            if key not in known:
+                raise ConfigError(f"environment variable {key} is not a setting{_suggest(key, known)} "
+                                  f"(the settings are in README, Settings)")
+        # pydantic-settings matches lower-cased names when not case-sensitive
+        return {key.lower(): value for key, value in env.items()}
+
+
+class _TomlFile(PydanticBaseSettingsSource):
+    """The --config file: a flat TOML table of setting names (underscores, as the fields)."""
+
+    def __init__(self, settings_cls: type[BaseSettings], path: Path) -> None:
+        super().__init__(settings_cls)
+        self.path = Path(path)
+        try:
+            self.data = tomllib.loads(self.path.read_text())
+        except FileNotFoundError:
+            raise ConfigError(f"config file {self.path} does not exist") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"config file {self.path} is not valid TOML: {exc}") from None
+        for key in self.data:
+            if key not in Settings.model_fields:
+                raise ConfigError(f"config file {self.path} has an unknown setting {key!r}"
+                                  f"{_suggest(key, Settings.model_fields)}")
+
+    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
+        return self.data.get(field_name), field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        return dict(self.data)
+
+
+def _check_names(values: Mapping[str, Any], kind: str) -> None:
+    for key in values:
+        if key not in Settings.model_fields:
+            raise ConfigError(f"unknown setting {key!r} ({kind}){_suggest(key, Settings.model_fields)}")
+
+
+def _suggest(name: str, known: Any) -> str:
+    close = difflib.get_close_matches(name, sorted(known), n=1, cutoff=0.6)
+    return f"; did you mean {close[0]}?" if close else ""
+
+
+def _explain(exc: ValidationError, config_file: Path | None, env: Mapping[str, str], given: Mapping[str, Any]) -> str:
+    """One line per bad field: its name, the value, where the value came from, what is expected."""
+    lines = []
+    for error in exc.errors():
+        name = str(error["loc"][0]) if error["loc"] else "(settings)"
+        value = error.get("input")
+        if name in given:
+            origin = "from the command line"
+        elif ENV_PREFIX + name.upper() in env or (name == "bootstrap" and "KAFKA_BOOTSTRAP" in env):
+            origin = f"from {ENV_PREFIX}{name.upper()}"
+        elif config_file is not None:
+            origin = f"from {config_file}"
+        else:
+            origin = "by default"
+        lines.append(f"setting {name}={value!r} ({origin}) is invalid: {error['msg']}")
+    return "; ".join(lines)

@@ -14,14 +14,15 @@ from PIL import Image
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from streamdetect.offline.calibrate import audit_scores, read_threshold  # noqa: E402
+from streamdetect.detector.threshold_file import ThresholdFileError, read_threshold  # noqa: E402
+from streamdetect.offline.calibrate import audit_scores  # noqa: E402
 from streamdetect.cli.main import main  # noqa: E402
 from streamdetect.settings import ConfigError, Settings  # noqa: E402
 from streamdetect.app.detector_config import fingerprint, resolve_threshold  # noqa: E402
 
 
 def _settings(tiny_models: Path, **kw) -> Settings:  # type: ignore[no-untyped-def]
-    return Settings.load(env={}, overrides={"model_dir": tiny_models, **kw})
+    return Settings.load(env={}, overrides={"model_dir": tiny_models, "profile": "tiny", **kw})
 
 
 def _verdict(upload_id: str, score: float, fp: dict, **models) -> str:  # type: ignore[no-untyped-def]
@@ -56,7 +57,7 @@ def test_calibrate_from_audit_log_and_the_worker_reads_it(tiny_models: Path, tmp
     audit.write_text("\n".join(_verdict(f"u{i}", float(s), fp) for i, s in enumerate(scores)) + "\n")
     target = tmp_path / "conf" / "threshold.json"
     result = CliRunner().invoke(main, ["calibrate", "--audit", str(audit), "--target-fpr", "0.02",
-                                       "--threshold-file", str(target), "--model-dir", str(tiny_models)])
+                                       "--threshold-file", str(target), "--model-dir", str(tiny_models), "--profile", "tiny"])
     assert result.exit_code == 0, result.output
     record = json.loads(target.read_text())
     # m = floor(0.02 * 501) - 1 = 9: the 10th lowest score, flagging 9 of 500.
@@ -67,7 +68,7 @@ def test_calibrate_from_audit_log_and_the_worker_reads_it(tiny_models: Path, tmp
     assert resolve_threshold(worker) == record["threshold"]
     with pytest.raises(ConfigError, match=r"fitted for another configuration \(differs in .*'mode'"):
         resolve_threshold(_settings(tiny_models, threshold_file=str(target), mode="stochastic"))
-    with pytest.raises(ConfigError, match="no such file; run `streamdetect calibrate`"):
+    with pytest.raises(ThresholdFileError, match="no such file; run `streamdetect calibrate`"):
         read_threshold(tmp_path / "nope.json", fp)
 
 
@@ -79,7 +80,7 @@ def test_calibrate_from_a_folder_of_clean_images(tiny_models: Path, tmp_path: Pa
             folder / f"{i}.png")
     target = tmp_path / "threshold.json"
     result = CliRunner().invoke(main, ["calibrate", "--clean-dir", str(folder), "--threshold-file", str(target),
-                                       "--model-dir", str(tiny_models), "--json"])
+                                       "--model-dir", str(tiny_models), "--profile", "tiny", "--json"])
     assert result.exit_code == 0, result.output
     record = json.loads(target.read_text())
     assert record["n"] == 4 and record["source"] == f"folder {folder}: 4 images"
@@ -90,7 +91,7 @@ def test_calibrate_from_a_folder_of_clean_images(tiny_models: Path, tmp_path: Pa
 
 def test_calibrate_needs_a_destination_and_one_source(tiny_models: Path, tmp_path: Path) -> None:
     runner = CliRunner()
-    result = runner.invoke(main, ["calibrate", "--audit", "-", "--model-dir", str(tiny_models)], input="")
+    result = runner.invoke(main, ["calibrate", "--audit", "-", "--model-dir", str(tiny_models), "--profile", "tiny"], input="")
     assert result.exit_code == 2 and "--threshold-file or the threshold_file setting" in result.output
     result = runner.invoke(main, ["calibrate", "--threshold-file", str(tmp_path / "t.json")])
     assert result.exit_code == 2 and "exactly one of --audit or --clean-dir" in result.output
@@ -98,13 +99,20 @@ def test_calibrate_needs_a_destination_and_one_source(tiny_models: Path, tmp_pat
 
 @pytest.mark.parametrize("env, message", [
     ({"STREAMDETECT_MODE": "random"}, "mode='random'"),
-    ({"STREAMDETECT_NOISE_SCALE": "0.5"}, "noise_scale=0.5"),
-    ({"STREAMDETECT_ENCODERS_PER_REQUEST": "-1"}, "encoders_per_request=-1"),
-    ({"STREAMDETECT_ENCODER_ZOO": "open_clip:ViT-B-32:openai,clip:RN50"}, "encoder_zoo has a bad entry"),
+    ({"STREAMDETECT_NOISE_SCALE": "0.5"}, "noise_scale='0.5'"),
+    ({"STREAMDETECT_ENCODERS_PER_REQUEST": "-1"}, "encoders_per_request='-1'"),
 ])
 def test_detector_settings_are_validated(env: dict, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         Settings.load(None, env)
+
+
+def test_a_bad_zoo_spec_is_a_config_error_before_loading(tiny_models: Path) -> None:
+    from streamdetect.app.detector_config import settings_zoo
+
+    settings = _settings(tiny_models, mode="stochastic", encoder_zoo="open_clip:ViT-B-32:openai,clip:RN50")
+    with pytest.raises(ConfigError, match="encoder_zoo"):
+        settings_zoo(settings)
 
 
 def test_k_larger_than_the_zoo_is_a_config_error_before_loading(tiny_models: Path) -> None:

@@ -10,7 +10,6 @@ import json
 import re
 import urllib.error
 import urllib.request
-from dataclasses import fields
 from importlib.metadata import distribution
 from pathlib import Path
 from typing import Any
@@ -20,7 +19,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from streamdetect.settings import ENV_PREFIX, Settings
+from streamdetect.settings import ENV_PREFIX, OTHER_VARIABLES, Settings
 from streamdetect.events.topic_specs import load_specs
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -95,7 +94,7 @@ def _resolved_env(service: dict) -> dict[str, str]:
 def _project_env_names() -> set[str]:
     """STREAMDETECT_* names the project reads: one per Settings field, plus the few read directly
     from os.environ in streamdetect/ (found in the source, not listed by hand), and KAFKA_BOOTSTRAP."""
-    names = {ENV_PREFIX + f.name.upper() for f in fields(Settings)} | {"KAFKA_BOOTSTRAP"}
+    names = {ENV_PREFIX + name.upper() for name in Settings.model_fields} | {"KAFKA_BOOTSTRAP"} | set(OTHER_VARIABLES)
     read_directly = re.compile(r"environ(?:\.get)?[(\[]\s*[\"'](STREAMDETECT_[A-Z0-9_]+)")
     for source in (ROOT / "streamdetect").rglob("*.py"):
         names |= set(read_directly.findall(source.read_text()))

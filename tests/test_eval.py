@@ -41,7 +41,7 @@ def folders(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _run(args: list[str], tiny_models: Path) -> str:
-    result = CliRunner().invoke(main, [*args, "--model-dir", str(tiny_models), "--quiet"], catch_exceptions=False)
+    result = CliRunner().invoke(main, [*args, "--model-dir", str(tiny_models), "--profile", "tiny", "--quiet"], catch_exceptions=False)
     assert result.exit_code == 0, result.output
     return result.output
 

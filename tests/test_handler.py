@@ -117,3 +117,38 @@ async def test_deadline_passing_inside_the_pipeline_is_a_deadline_dead_letter() 
     event = await dead(upload(deadline=soon), judge=slow)
     assert event["reason"] == "deadline" and "generate" in event["detail"]
     assert abs(seen[0] - datetime.fromisoformat(soon).timestamp()) < 1e-3  # the deadline reaches the pipeline
+
+
+async def test_hostile_messages_the_schema_accepts_or_json_cannot_parse_are_dead_letters() -> None:
+    """Each of these once escaped the handler and crashed the worker; parsing once at the edge
+    turns them into bad_schema dead letters."""
+    deep = b"[" * 100_000 + b"]" * 100_000
+    assert (await dead(deep))["reason"] == "bad_schema"
+    huge_int = b'{"schema_version": 1, "upload_id": "u", "image": "x", "metadata": {"n": ' + b"9" * 5000 + b"}}"
+    assert (await dead(huge_int))["reason"] == "bad_schema"
+    surrogate = b'{"schema_version": 1, "upload_id": "x\\ud800", "image": "data:,"}'
+    event = await dead(surrogate)
+    assert event["reason"] == "bad_schema" and event["upload_id"] is None and "upload_id" in event["detail"]
+
+
+async def test_a_lower_case_rfc3339_deadline_is_understood() -> None:
+    calls: list = []
+    future = (datetime.now(timezone.utc) + timedelta(hours=1)).strftime("%Y-%m-%dt%H:%M:%Sz")
+    records = await UploadHandler(judge_scoring(0.9, calls), ImagePolicy(), TOPICS, "w").handle(
+        upload(deadline=future), SOURCE)
+    assert [r.topic for r in records] == ["audit"]
+    assert abs(calls[0][4] - datetime.strptime(future, "%Y-%m-%dt%H:%M:%Sz").replace(
+        tzinfo=timezone.utc).timestamp()) < 1
+    past = (datetime.now(timezone.utc) - timedelta(hours=1)).strftime("%Y-%m-%dt%H:%M:%Sz")
+    assert (await dead(upload(deadline=past)))["reason"] == "deadline"
+
+
+async def test_a_nan_score_is_never_a_clean_verdict() -> None:
+    event = await dead(upload(), judge=judge_scoring(float("nan"), []))
+    assert event["reason"] == "model_error" and "not a finite number" in event["detail"]
+
+
+async def test_every_verdict_says_where_its_threshold_came_from() -> None:
+    handler = UploadHandler(judge_scoring(0.9, []), ImagePolicy(), TOPICS, "w", threshold_source="default")
+    verdict = json.loads((await handler.handle(upload(), SOURCE))[0].value)
+    assert verdict["threshold_source"] == "default"

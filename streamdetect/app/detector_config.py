@@ -1,5 +1,5 @@
 """From Settings to the detector's parts: which models (the zoo), stochastic settings, and the
-threshold in force. Shared by the worker (wiring.py) and the offline commands (eval, calibrate),
+threshold in force. Shared by the worker (app/wiring.py) and the offline commands (eval, calibrate),
 so all three judge with the same configuration.
 
 Threshold precedence: a ``threshold_file`` (written by ``streamdetect calibrate``) wins over
@@ -60,9 +60,20 @@ def resolve_threshold(settings: Settings) -> float:
     """The threshold the detector uses: the calibration file's when one is set, else ``threshold``."""
     if not settings.threshold_file:
         return settings.threshold
-    from streamdetect.offline.calibrate import read_threshold
+    from streamdetect.detector.threshold_file import ThresholdFileError, read_threshold
 
-    return read_threshold(settings.threshold_file, fingerprint(settings))
+    try:
+        return read_threshold(settings.threshold_file, fingerprint(settings))
+    except ThresholdFileError as exc:
+        raise ConfigError(str(exc)) from exc
+
+
+def threshold_source(settings: Settings) -> str:
+    """Where the threshold in force comes from, as verdicts record it (``threshold_source``):
+    a calibration file, an explicit setting, or the default, which no one fitted for these models."""
+    if settings.threshold_file:
+        return "calibration"
+    return "setting" if settings.given("threshold") else "default"
 
 
 def load_detector_models(settings: Settings, captioner: bool = True, generators: bool = True) -> LoadedZoo:

@@ -5,11 +5,15 @@ The only place that knows both the models and the stream layer, so that neither 
 
 from __future__ import annotations
 
+import structlog
 from PIL import Image
 
+from streamdetect.app.detector_config import threshold_source
 from streamdetect.settings import Settings
 from streamdetect.images import ImagePolicy
 from streamdetect.stream.handler import Topics, UploadHandler
+
+log = structlog.get_logger(__name__)
 
 
 def image_policy(settings: Settings) -> ImagePolicy:
@@ -85,4 +89,10 @@ def build_handler(settings: Settings, models=None) -> UploadHandler:  # type: ig
                                              deadline=deadline))
 
     topics = Topics(alerts=settings.topic("alerts"), audit=settings.topic("audit"), dlq=settings.topic("dlq"))
-    return UploadHandler(judge, image_policy(settings), topics, settings.worker_name, settings.seed)
+    source = threshold_source(settings)
+    if source == "default":
+        log.warning("worker.threshold_uncalibrated", threshold=settings.threshold, profile=settings.profile,
+                    hint="fit one with `streamdetect calibrate --profile "
+                         f"{settings.profile} --clean-dir CLEAN/ --threshold-file FILE` and pass --threshold-file; "
+                         "every verdict says threshold_source=default until then")
+    return UploadHandler(judge, image_policy(settings), topics, settings.worker_name, settings.seed, source)

@@ -18,8 +18,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import io
-import json
-import os
 import random
 import tempfile
 import time
@@ -27,10 +25,9 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-import click
 from PIL import Image, ImageDraw
 
-from streamdetect.settings import ConfigError, Settings
+from streamdetect.settings import Settings
 
 MODES = ("reference", "engine", "stream", "stream_null", "bare_kafka")
 RATIOS = {"engine_vs_reference": ("engine", "reference"), "stream_vs_engine": ("stream", "engine"),
@@ -158,41 +155,6 @@ def format_report(result: dict[str, Any], n: int, profile: str) -> str:
         lines.append(f"{mode:12} {r['images_per_s']:10.1f} {r['p50_ms']:9.1f} {r['p95_ms']:9.1f} {r['p99_ms']:9.1f}")
     lines += [f"{name:28} {value:6.2f}" for name, value in result["ratios"].items()]
     return "\n".join(lines)
-
-
-def _explicit_bootstrap(ctx: click.Context) -> str | None:
-    return ctx.obj["overrides"].get("bootstrap") or os.environ.get("KAFKA_BOOTSTRAP") or os.environ.get(
-        "STREAMDETECT_BOOTSTRAP")
-
-
-@click.command("bench")
-@click.option("--profile", help="Model profile (default tiny).")
-@click.option("--images", "n_images", type=click.IntRange(min=2), default=100, show_default=True,
-              help="Images per mode.")
-@click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path),
-              help="Also write the results as JSON to this file.")
-@click.option("--max-batch", type=int, help="Batch size for the engine and the worker (default 8).")
-@click.option("--model-dir", type=click.Path(file_okay=False, path_type=Path), help="Model folder.")
-@click.option("--device", help="cpu (default) or cuda[:N].")
-@click.pass_context
-def bench(ctx: click.Context, n_images: int, json_path: Path | None, **overrides: Any) -> None:
-    """Measure the reference design, the engine, the stream path, the stream path on null models
-    and a bare Kafka loop, on the same models and images, and print images/s, p50/p95/p99 latency
-    and the ratios engine/reference, stream/engine and stream_null/bare_kafka.
-
-    Uses the broker from --bootstrap or KAFKA_BOOTSTRAP if set; otherwise starts a throwaway one
-    on free loopback ports (deploy/kafka/kafka.sh) and stops it afterwards."""
-    from streamdetect import logs
-
-    try:
-        settings = Settings.load(ctx.obj["config"], overrides={**ctx.obj["overrides"], **overrides})
-    except ConfigError as exc:
-        raise click.UsageError(str(exc)) from exc
-    logs.configure(settings.log_level, settings.log_json)
-    result = run_bench(settings, n_images, _explicit_bootstrap(ctx))
-    click.echo(format_report(result, n_images, settings.profile))
-    if json_path is not None:
-        json_path.write_text(json.dumps(result, indent=2) + "\n")
 
 
 def run_bench(settings: Settings, n_images: int, bootstrap: str | None) -> dict[str, Any]:

@@ -8,6 +8,9 @@ import click
 
 from streamdetect.settings import ConfigError, Settings
 
+TINY_WARNING = ("profile tiny: random-weight models for tests and plumbing; their scores mean nothing. "
+                "Use --profile mini (the default) for verdicts that mean something on a CPU.")
+
 
 def settings_from_context(ctx: click.Context, **overrides: Any) -> Settings:
     """Read settings once (file < env < flags), configure logs, and turn a bad value into a usage error."""
@@ -20,3 +23,9 @@ def settings_from_context(ctx: click.Context, **overrides: Any) -> Settings:
 
     logs.configure(settings.log_level, settings.log_json)
     return settings
+
+
+def warn_if_tiny(settings: Settings) -> None:
+    """Say so when a command that judges images runs on the random-weight models."""
+    if settings.profile == "tiny":
+        click.echo(f"warning: {TINY_WARNING}", err=True)

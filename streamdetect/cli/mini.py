@@ -1,4 +1,4 @@
-"""CLI: `streamdetect mini train|eval` and `streamdetect attack` (registered in cli.py)."""
+"""`streamdetect mini train|eval|scenes` and `streamdetect attack`."""
 
 from __future__ import annotations
 
@@ -88,6 +88,8 @@ def mini_eval(json_path: Path, n: int, eps: str, attacks: str, methods: str, att
     except ValueError as exc:
         raise click.BadParameter(str(exc)) from exc
     result = run_eval(settings, _log, weights or MINI_WEIGHTS)
+    from streamdetect.mini.eval.table import format_table, markdown_table
+
     json_path.write_text(json.dumps(result, indent=2))
     if markdown_path:
         markdown_path.write_text(markdown_table(result) + "\n")
@@ -107,34 +109,6 @@ def mini_scenes(split: str, n: int, start: int, seed: int, out: Path) -> None:
 
     write_scenes(seed, split, n, start, out)
     click.echo(f"{n} {split} scenes in {out}")
-
-
-def format_table(rows: list[dict]) -> str:
-    def num(v: float | None) -> str:
-        return "   -  " if v is None else f"{v:6.3f}"
-
-    lines = ["method               attack    eps  auroc   acc  tpr@1%  asr     n"]
-    for r in rows:
-        lines.append(f"{r['method']:20} {r['attack']:9} {r['eps']:3g} {num(r['auroc'])} {num(r['accuracy'])} "
-                     f"{num(r['tpr_at_1pct_fpr'])} {num(r['attack_success_rate'])} {r['n']:5d}")
-    return "\n".join(lines)
-
-
-def markdown_table(result: dict) -> str:
-    def num(v: float | None) -> str:
-        return "n/a" if v is None else f"{v:.2f}"
-
-    lines = ["| method | attack | eps | AUROC | acc | TPR@1%FPR | ASR | n |", "|---|---|---|---|---|---|---|---|"]
-    for r in sorted(result["rows"], key=lambda r: (("pgd", "transfer", "adaptive").index(r["attack"]), r["eps"],
-                                                  r["method"])):
-        lines.append(f"| {r['method']} | {r['attack']} | {r['eps']:g} | {num(r['auroc'])} | {num(r['accuracy'])} "
-                     f"| {num(r['tpr_at_1pct_fpr'])} | {num(r['attack_success_rate'])} | {r['n']} |")
-    if result.get("steps"):
-        lines += ["", "| Euler steps | AUROC (PGD eps 8) | generator accuracy | generation time vs default |",
-                  "|---|---|---|---|"]
-        lines += [f"| {r['steps']} | {num(r['auroc'])} | {num(r['generator_accuracy'])} | {r['time_ratio']:.2f}x |"
-                  for r in result["steps"]]
-    return "\n".join(lines)
 
 
 @click.command("attack")

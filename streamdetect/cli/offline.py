@@ -4,41 +4,16 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import click
 
-from streamdetect.cli.context import settings_from_context
-
-from streamdetect.settings import ConfigError, Settings
+from streamdetect.cli.context import settings_from_context, warn_if_tiny
+from streamdetect.cli.options import MODEL_SETTINGS, setting_options
+from streamdetect.settings import ConfigError
 
 PATH_DIR = click.Path(exists=True, file_okay=False, path_type=Path)
 PATH_FILE = click.Path(exists=True, dir_okay=False, path_type=Path)
-
-
-_settings = settings_from_context
-
-
-def model_options(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """The detector's settings, as the worker reads them (flags win over env and --config)."""
-    options = [
-        click.option("--profile", help="Model profile: tiny, mini, paper, standard (default tiny)."),
-        click.option("--model-dir", type=click.Path(file_okay=False, path_type=Path), help="Model folder."),
-        click.option("--device", help="cpu (default) or cuda[:N]."),
-        click.option("--dtype", type=click.Choice(["fp32", "fp16", "bf16"]), help="Model precision."),
-        click.option("--mode", type=click.Choice(["vanilla", "stochastic"]),
-                     help="vanilla (default): one generator, the whole ensemble. stochastic: per image, a "
-                          "generator and k encoders drawn from the zoos and a one-time weight perturbation."),
-        click.option("--encoder-zoo", help="Comma-separated encoder specs (default: the profile's)."),
-        click.option("--generator-zoo", help="Comma-separated generator specs (default: the profile's)."),
-        click.option("-k", "--encoders-per-request", type=int, help="Encoders drawn per image (0 = all)."),
-        click.option("--noise-scale", type=float, help="Std of the one-time weight noise (default 5e-4)."),
-        click.option("--seed", type=int, help="Regeneration seed base (default 0)."),
-        click.option("--max-batch", type=int, help="Images per batched model call (default 8)."),
-    ]
-    for option in reversed(options):
-        fn = option(fn)
-    return fn
 
 
 @click.command("eval")
@@ -69,7 +44,7 @@ def model_options(fn: Callable[..., Any]) -> Callable[..., Any]:
 @click.option("--report-samples", type=click.IntRange(min=1), default=6, show_default=True,
               help="Sample pairs per label in report.html.")
 @click.option("--quiet", is_flag=True, help="No progress bar or summary on the terminal.")
-@model_options
+@setting_options(*MODEL_SETTINGS)
 @click.pass_context
 def eval_command(ctx: click.Context, clean_dir: Path | None, adv_dir: Path | None, clean_generated_dir: Path | None,
                  adv_generated_dir: Path | None, pairing: str, recursive: bool, mapping_csv: Path | None,
@@ -88,7 +63,8 @@ def eval_command(ctx: click.Context, clean_dir: Path | None, adv_dir: Path | Non
     from streamdetect.offline import evaluate, scoring
     from streamdetect.offline import items as items_lib
 
-    settings = _settings(ctx, **overrides)
+    settings = settings_from_context(ctx, **overrides)
+    warn_if_tiny(settings)
     try:
         if mapping_csv is not None:
             if clean_dir or adv_dir or clean_generated_dir or adv_generated_dir:
@@ -129,7 +105,7 @@ def eval_command(ctx: click.Context, clean_dir: Path | None, adv_dir: Path | Non
 @click.option("--threshold-file", help="Where to write the fit (default: the threshold_file setting, which "
                                        "the worker reads).")
 @click.option("--json", "as_json", is_flag=True, help="Print the written record as JSON.")
-@model_options
+@setting_options(*MODEL_SETTINGS)
 @click.pass_context
 def calibrate_command(ctx: click.Context, audit_path: str | None, clean_dir: Path | None, recursive: bool,
                       max_samples: int | None, target_fpr: float, confidence: float, threshold_file: str | None,
@@ -145,10 +121,12 @@ def calibrate_command(ctx: click.Context, audit_path: str | None, clean_dir: Pat
     """
     import json
 
-    from streamdetect.offline import calibrate
     from streamdetect.app.detector_config import fingerprint
+    from streamdetect.detector.threshold_file import describe, fit_record, write_record
+    from streamdetect.offline.calibrate import audit_file_scores
 
-    settings = _settings(ctx, **overrides)
+    settings = settings_from_context(ctx, **overrides)
+    warn_if_tiny(settings)
     target = threshold_file or settings.threshold_file
     if not target:
         raise click.UsageError("say where to write the threshold: --threshold-file or the threshold_file "
@@ -158,45 +136,22 @@ def calibrate_command(ctx: click.Context, audit_path: str | None, clean_dir: Pat
     try:
         fp = fingerprint(settings)
         if audit_path is not None:
-            scores, source = _audit(audit_path, fp)
+            scores, source = audit_file_scores(audit_path, fp)
         else:
             scores, source = _clean_folder(settings, clean_dir, recursive, max_samples)  # type: ignore[arg-type]
         if not scores:
             raise click.ClickException(f"no clean scores to fit on ({source})")
-        record = calibrate.fit_record(scores, target_fpr, confidence, fp, source)
-        calibrate.write_record(Path(target), record)
+        record = fit_record(scores, target_fpr, confidence, fp, source)
+        write_record(Path(target), record)
     except (ValueError, ConfigError, OSError) as exc:
         raise click.ClickException(str(exc)) from exc
-    click.echo(json.dumps(record, indent=2, sort_keys=True) if as_json else
-               f"{calibrate.describe(record)}\nwrote {target}")
+    click.echo(json.dumps(record, indent=2, sort_keys=True) if as_json else f"{describe(record)}\nwrote {target}")
 
 
-def _audit(path: str, fp: dict[str, Any]) -> tuple[list[float], str]:
-    from streamdetect.offline import calibrate
-
-    if path == "-":
-        found = calibrate.audit_scores(sys.stdin, fp)
-    else:
-        with open(path) as f:
-            found = calibrate.audit_scores(f, fp)
-    source = (f"audit {path}: {found.lines} records, {len(found.scores)} used, {found.other_config} from "
-              f"another configuration, {found.duplicates} replays, {found.unreadable} unreadable")
-    return found.scores, source
-
-
-def _clean_folder(settings: Settings, folder: Path, recursive: bool, max_samples: int | None) -> tuple[list[float], str]:
+def _clean_folder(settings: Any, folder: Path, recursive: bool, max_samples: int | None) -> tuple[list[float], str]:
     from tqdm import tqdm
 
-    from streamdetect.offline import scoring
-    from streamdetect.offline import items as items_lib
-    from streamdetect.app.detector_config import load_detector_models, stochastic_settings
+    from streamdetect.offline.calibrate import clean_folder_scores
 
-    files = items_lib.image_files(folder, recursive)[:max_samples]
-    items = [items_lib.EvalItem(f"clean/{f.relative_to(folder).as_posix()}", f, 0) for f in files]
-    if not items:
-        raise ValueError(f"no images in {folder}")
-    models = load_detector_models(settings)
-    options = scoring.RunOptions(seed=settings.seed, batch=settings.max_batch)
-    with tqdm(total=len(items), desc="calibrate", unit="img", file=sys.stderr) as bar:
-        scored = scoring.score_items(items, models, stochastic_settings(settings), options, bar.update)
-    return [s.score for s in scored], f"folder {folder}: {len(scored)} images"
+    with tqdm(desc="calibrate", unit="img", file=sys.stderr) as bar:
+        return clean_folder_scores(settings, folder, recursive, max_samples, bar.update)

@@ -1,19 +1,16 @@
 """Wire formats: uploads in, verdicts and dead letters out, each with a JSON Schema in
-``schemas/``, and the topic specs in ``topics/`` (both shipped as package data). Knows JSON and
-the schemas, nothing about Kafka or models."""
+``schemas/``, and the topic specs in ``topics/`` (both shipped as package data, so an installed
+wheel validates without a checkout). Knows JSON and the schemas, nothing about Kafka or models.
 
-from streamdetect.events.wire import (
-    SCHEMA_VERSION,
-    SchemaError,
-    Source,
-    Upload,
-    dead_letter,
-    encode,
-    now_iso,
-    parse_time,
-    upload_id_hint,
-    validate,
-)
+``upload`` parses a message once into a typed Upload; ``verdict`` builds a verdict once;
+``dead_letter`` builds a dead letter; ``codec`` encodes and handles times; ``schemas`` validates.
+"""
 
-__all__ = ["SCHEMA_VERSION", "SchemaError", "Source", "Upload", "dead_letter", "encode", "now_iso", "parse_time",
-           "upload_id_hint", "validate"]
+from streamdetect.events.codec import Source, encode, format_time, now_iso, parse_time
+from streamdetect.events.dead_letter import dead_letter
+from streamdetect.events.schemas import SCHEMA_VERSION, SchemaError, validate
+from streamdetect.events.upload import Upload, UploadError, parse_upload
+from streamdetect.events.verdict import NotAVerdict, VerdictEvent
+
+__all__ = ["SCHEMA_VERSION", "NotAVerdict", "SchemaError", "Source", "Upload", "UploadError", "VerdictEvent",
+           "dead_letter", "encode", "format_time", "now_iso", "parse_time", "parse_upload", "validate"]

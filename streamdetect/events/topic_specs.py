@@ -1,4 +1,4 @@
-"""Topic specs as code: one YAML file per topic in ``events/topics/`` (package data) (name, partitions, config)."""
+"""Topic specs as code: one YAML file per topic (name, partitions, config) in ``topics/``, package data."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pathlib import Path
 
 import yaml
 
-from streamdetect.events.wire import TOPICS_DIR
+TOPICS_DIR = Path(__file__).resolve().parent / "topics"
 
 NAMES = ("uploads", "alerts", "audit", "dlq")
 

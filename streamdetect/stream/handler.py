@@ -17,8 +17,8 @@ from typing import Any, Awaitable, Protocol
 import structlog
 from PIL import Image
 
-from streamdetect import events
-from streamdetect.events import SchemaError, Source, Upload
+from streamdetect.events import (NotAVerdict, Source, Upload, UploadError, VerdictEvent, dead_letter, encode,
+                                 parse_upload)
 from streamdetect.images import ImageError, ImagePolicy, load_image
 
 log = structlog.get_logger(__name__)
@@ -45,21 +45,23 @@ class Topics:
 
 
 class UploadHandler:
-    def __init__(self, judge: Judge, policy: ImagePolicy, topics: Topics, worker: str, seed: int = 0) -> None:
+    def __init__(self, judge: Judge, policy: ImagePolicy, topics: Topics, worker: str, seed: int = 0,
+                 threshold_source: str = "setting") -> None:
         self._judge = judge
         self._policy = policy
         self._topics = topics
         self._worker = worker
         self._seed = seed
+        self._threshold_source = threshold_source  # recorded in every verdict (events/verdict.py)
 
     async def handle(self, raw: bytes | None, source: Source) -> list[Record]:
         """Judge one message; return what to publish for it."""
         raw = raw or b""
         try:
-            upload = Upload.from_bytes(raw)
-        except SchemaError as exc:
-            return self._dead(raw, "bad_schema", exc.detail, source, events.upload_id_hint(raw))
-        if _expired(upload):
+            upload = parse_upload(raw)
+        except UploadError as exc:
+            return self._dead(raw, "bad_schema", exc.detail, source, exc.upload_id)
+        if upload.expired(datetime.now(timezone.utc)):
             return self._dead(raw, "deadline", f"deadline {upload.deadline} passed before judging", source,
                               upload.upload_id)
         try:
@@ -67,48 +69,36 @@ class UploadHandler:
         except ImageError as exc:
             return self._dead(raw, exc.reason, exc.detail, source, upload.upload_id)
         try:
-            verdict = await self._judge(
+            judgement = await self._judge(
                 upload_id=upload.upload_id, image=image, caption=upload.caption, seed=self.seed_for(upload),
-                deadline=events.parse_time(upload.deadline).timestamp() if upload.deadline else None,
+                deadline=upload.deadline.timestamp() if upload.deadline else None,
             )
+            verdict = VerdictEvent.build(judgement.as_dict(), upload, source, self._worker, self._threshold_source)
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # noqa: BLE001 - a model failure dead-letters this upload only
-            # The pipeline marks failures that are not model errors (an expired deadline) itself.
-            reason = getattr(exc, "dead_letter_reason", "model_error")
+            # The pipeline marks failures that are not model errors (an expired deadline) itself;
+            # a NaN score is a model error: never a clean verdict.
+            reason = "model_error" if isinstance(exc, NotAVerdict) else getattr(exc, "dead_letter_reason", "model_error")
             log.warning("upload.not_judged", upload_id=upload.upload_id, reason=reason, error=str(exc))
             return self._dead(raw, reason, str(exc), source, upload.upload_id)
-        return self._verdict_records(verdict.as_dict(), upload, source)
+        return self._verdict_records(verdict)
 
     def seed_for(self, upload: Upload) -> int:
         """Deterministic per upload, so a replayed upload regenerates the same image."""
         return (zlib.crc32(upload.upload_id.encode()) + self._seed) % 2**31
 
-    def _verdict_records(self, verdict: dict[str, Any], upload: Upload, source: Source) -> list[Record]:
-        event = {
-            **verdict,
-            "schema_version": events.SCHEMA_VERSION,
-            "submitted_at": upload.submitted_at,
-            "decided_at": events.now_iso(),
-            "worker": self._worker,
-            "source": source.as_dict(),
-        }
-        events.validate("verdict", event)
-        key, value = upload.upload_id.encode(), events.encode(event)
+    def _verdict_records(self, verdict: VerdictEvent) -> list[Record]:
+        key, value = verdict.key(), verdict.value()
         records = [Record(self._topics.audit, key, value)]
-        if event["flagged"]:
+        if verdict.flagged:
             records.append(Record(self._topics.alerts, key, value))
-        log.info("upload.judged", upload_id=upload.upload_id, flagged=event["flagged"], score=round(event["score"], 4))
+        log.info("upload.judged", upload_id=verdict.upload_id, flagged=verdict.flagged,
+                 score=round(verdict.fields["score"], 4))
         return records
 
     def _dead(self, raw: bytes, reason: str, detail: str, source: Source, upload_id: str | None) -> list[Record]:
         log.warning("upload.dead_lettered", upload_id=upload_id, reason=reason, detail=detail)
-        event = events.dead_letter(raw, reason, detail, source, self._worker, upload_id)
+        event = dead_letter(raw, reason, detail, source, self._worker, upload_id)
         key = (upload_id or f"{source.topic}/{source.partition}/{source.offset}").encode()
-        return [Record(self._topics.dlq, key, events.encode(event))]
-
-
-def _expired(upload: Upload) -> bool:
-    if not upload.deadline:
-        return False
-    return events.parse_time(upload.deadline) < datetime.now(timezone.utc)
+        return [Record(self._topics.dlq, key, encode(event))]

@@ -1,0 +1,42 @@
+"""`streamdetect bench`: reference vs engine vs stream vs bare Kafka, as ratios in one run."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import click
+
+from streamdetect.cli.context import settings_from_context
+from streamdetect.cli.options import setting_options
+
+
+@click.command("bench")
+@click.option("--images", "n_images", type=click.IntRange(min=2), default=100, show_default=True,
+              help="Images per mode.")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path),
+              help="Also write the results as JSON to this file.")
+@setting_options("profile", "model_dir", "device", "max_batch")
+@click.pass_context
+def bench(ctx: click.Context, n_images: int, json_path: Path | None, **overrides: Any) -> None:
+    """Measure the reference design, the engine, the stream path, the stream path on null models
+    and a bare Kafka loop, on the same models and images, and print images/s, p50/p95/p99 latency
+    and the ratios engine/reference, stream/engine and stream_null/bare_kafka.
+
+    Uses the broker from --bootstrap or KAFKA_BOOTSTRAP if set; otherwise starts a throwaway one
+    on free loopback ports (deploy/kafka/kafka.sh) and stops it afterwards."""
+    settings = settings_from_context(ctx, **overrides)
+    from streamdetect.bench.run import format_report, run_bench
+
+    result = run_bench(settings, n_images, _explicit_bootstrap(ctx))
+    click.echo(format_report(result, n_images, settings.profile))
+    if json_path is not None:
+        json_path.write_text(json.dumps(result, indent=2) + "\n")
+
+
+def _explicit_bootstrap(ctx: click.Context) -> str | None:
+    """A broker the user named; otherwise the bench starts its own."""
+    return ctx.find_root().obj["overrides"].get("bootstrap") or os.environ.get("KAFKA_BOOTSTRAP") or os.environ.get(
+        "STREAMDETECT_BOOTSTRAP")

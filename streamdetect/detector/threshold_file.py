@@ -1,0 +1,81 @@
+"""The threshold file: what `streamdetect calibrate` writes and the worker reads at start.
+
+A record holds the fitted threshold, the fit's statistics (detector/thresholds.py), the
+fingerprint of the configuration it was fitted for (mode, models, k, noise scale) and where its
+clean scores came from. A worker refuses a file fitted for another configuration.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from streamdetect.detector.thresholds import fit_target_fpr
+
+FORMAT_VERSION = 1
+
+
+class ThresholdFileError(ValueError):
+    """The threshold file is missing, unreadable, or fitted for another configuration."""
+
+
+def fit_record(scores: list[float], target_fpr: float, confidence: float, fingerprint: dict[str, Any],
+               source: str) -> dict[str, Any]:
+    fit = fit_target_fpr(scores, target_fpr, confidence)
+    return {"format": FORMAT_VERSION, **fit.as_dict(), "fingerprint": fingerprint, "source": source,
+            "fitted_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+
+
+def write_record(path: Path, record: dict[str, Any]) -> None:
+    """Write atomically: a worker starting meanwhile reads the old file or the new, never half."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    with os.fdopen(fd, "w") as f:
+        json.dump(record, f, indent=2, sort_keys=True)
+        f.write("\n")
+    os.replace(tmp, path)
+
+
+def read_threshold(path: str | Path, fingerprint: dict[str, Any]) -> float:
+    """The threshold in a calibration file, if it was fitted for ``fingerprint``; else ConfigError."""
+    path = Path(path)
+    try:
+        record = json.loads(path.read_text())
+    except FileNotFoundError as exc:
+        raise ThresholdFileError(f"setting threshold_file={str(path)!r}: no such file; run `streamdetect calibrate` "
+                          f"to write it, or unset threshold_file to use threshold") from exc
+    except (OSError, ValueError) as exc:
+        raise ThresholdFileError(f"setting threshold_file={str(path)!r}: not a readable calibration: {exc}") from exc
+    threshold = record.get("threshold") if isinstance(record, dict) else None
+    if record.get("format") != FORMAT_VERSION or not isinstance(threshold, (int, float)) \
+            or not -1 <= threshold <= 1:
+        raise ThresholdFileError(f"setting threshold_file={str(path)!r}: not a calibration written by "
+                          f"`streamdetect calibrate` (format {FORMAT_VERSION}, threshold in [-1, 1])")
+    fitted_for = record.get("fingerprint")
+    if fitted_for != fingerprint:
+        differ = sorted(k for k in fingerprint if (fitted_for or {}).get(k) != fingerprint[k])
+        raise ThresholdFileError(f"setting threshold_file={str(path)!r} was fitted for another configuration "
+                          f"(differs in {differ}); re-run `streamdetect calibrate` with the settings in use")
+    return float(threshold)
+
+
+def describe(record: dict[str, Any]) -> str:
+    """The fit in a few lines for the operator."""
+    pct = lambda x: f"{100 * x:.2f}%"  # noqa: E731
+    lines = [
+        f"threshold {record['threshold']:.6f} for target FPR {pct(record['target_fpr'])}, "
+        f"from {record['n']} clean samples ({record['source']})",
+        f"  flags {record['n_flagged']} of them ({pct(record['empirical_fpr'])}); on new clean traffic "
+        f"FPR {pct(record['expected_fpr'])} expected, {round(100 * record['confidence'])}% interval "
+        f"[{pct(record['fpr_low'])}, {pct(record['fpr_high'])}], P(FPR > target) = {record['p_above_target']:.2f}",
+    ]
+    if not record["enough_samples"]:
+        need = math.ceil(1 / record["target_fpr"]) - 1
+        lines.append(f"  WARNING: {record['n']} samples cannot resolve a {pct(record['target_fpr'])} FPR; "
+                     f"collect at least {need} (ten times that for a tight interval)")
+    return "\n".join(lines)

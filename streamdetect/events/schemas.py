@@ -1,0 +1,43 @@
+"""The event schemas (JSON Schema files in ``schemas/``, shipped as package data) and the one
+function that checks an event against its schema."""
+
+from __future__ import annotations
+
+import json
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+
+SCHEMA_VERSION = 1
+SCHEMAS_DIR = Path(__file__).resolve().parent / "schemas"
+SCHEMA_FILES = {
+    "upload": "upload.schema.json",
+    "verdict": "verdict.schema.json",
+    "dead_letter": "dead_letter.schema.json",
+}
+
+
+class SchemaError(ValueError):
+    """A message does not match its event schema; ``detail`` says where and why."""
+
+    def __init__(self, kind: str, detail: str) -> None:
+        super().__init__(f"{kind} does not match its schema: {detail}")
+        self.kind = kind
+        self.detail = detail
+
+
+@cache
+def _validator(kind: str) -> jsonschema.protocols.Validator:
+    schema = json.loads((SCHEMAS_DIR / SCHEMA_FILES[kind]).read_text())
+    cls = jsonschema.validators.validator_for(schema)
+    return cls(schema, format_checker=cls.FORMAT_CHECKER)
+
+
+def validate(kind: str, event: dict[str, Any]) -> None:
+    """Raise SchemaError naming the first failing field if ``event`` breaks the ``kind`` schema."""
+    error = jsonschema.exceptions.best_match(_validator(kind).iter_errors(event))
+    if error is not None:
+        where = "/".join(str(p) for p in error.absolute_path) or "(top level)"
+        raise SchemaError(kind, f"{where}: {error.message}")

@@ -1,0 +1,31 @@
+"""The mini evaluation table as text for the terminal and as Markdown for README."""
+
+from __future__ import annotations
+
+
+def format_table(rows: list[dict]) -> str:
+    def num(v: float | None) -> str:
+        return "   -  " if v is None else f"{v:6.3f}"
+
+    lines = ["method               attack    eps  auroc   acc  tpr@1%  asr     n"]
+    for r in rows:
+        lines.append(f"{r['method']:20} {r['attack']:9} {r['eps']:3g} {num(r['auroc'])} {num(r['accuracy'])} "
+                     f"{num(r['tpr_at_1pct_fpr'])} {num(r['attack_success_rate'])} {r['n']:5d}")
+    return "\n".join(lines)
+
+
+def markdown_table(result: dict) -> str:
+    def num(v: float | None) -> str:
+        return "n/a" if v is None else f"{v:.2f}"
+
+    lines = ["| method | attack | eps | AUROC | acc | TPR@1%FPR | ASR | n |", "|---|---|---|---|---|---|---|---|"]
+    for r in sorted(result["rows"], key=lambda r: (("pgd", "transfer", "adaptive").index(r["attack"]), r["eps"],
+                                                  r["method"])):
+        lines.append(f"| {r['method']} | {r['attack']} | {r['eps']:g} | {num(r['auroc'])} | {num(r['accuracy'])} "
+                     f"| {num(r['tpr_at_1pct_fpr'])} | {num(r['attack_success_rate'])} | {r['n']} |")
+    if result.get("steps"):
+        lines += ["", "| Euler steps | AUROC (PGD eps 8) | generator accuracy | generation time vs default |",
+                  "|---|---|---|---|"]
+        lines += [f"| {r['steps']} | {num(r['auroc'])} | {num(r['generator_accuracy'])} | {r['time_ratio']:.2f}x |"
+                  for r in result["steps"]]
+    return "\n".join(lines)
