@@ -110,7 +110,7 @@ async def run_modes(bootstrap: str, models: Any, images: list[Image.Image], sett
                     log_dir: Path) -> dict[str, tuple[list[float], float]]:
     """Start the broker-side processes (each mode on its own topics), wait until all are ready,
     then measure every mode, one at a time: start-ups are CPU-heavy and would skew a measurement."""
-    from streamdetect import bench_stream as bs
+    from streamdetect.bench import stream_contenders as bs
 
     run = uuid.uuid4().hex[:6]
     prefixes = {mode: f"bench-{run}-{mode}-" for mode in ("bare_kafka", "stream_null", "stream")}

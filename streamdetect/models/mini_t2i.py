@@ -4,7 +4,7 @@ Components, each saved with save_pretrained in its own sub-folder:
   unet/          UNet2DConditionModel on pixel_unshuffle(2) images (3x32x32 -> 12x16x16)
   text_encoder/  MiniTextEncoder: a learned word embedding + positions + LayerNorm
   scheduler/     FlowMatchEulerDiscreteScheduler (Euler steps along the straight flow)
-Rectified flow: x_t = (1 - t) x0 + t noise, the UNet predicts noise - x0 (see FACTS.md).
+Rectified flow: x_t = (1 - t) x0 + t noise, the UNet predicts noise - x0 (docs/architecture.md#mini-recipe).
 """
 
 from __future__ import annotations
@@ -50,8 +50,9 @@ class MiniTextEncoder(ModelMixin, ConfigMixin):
 
 
 def build_unet() -> UNet2DConditionModel:
-    """The FACTS.md recipe narrowed to channels (32, 64, 64), ~1.7 M parameters: the (64, 128, 128)
-    original needs ~0.55 s a step on two idle cores, too slow when the cores are shared.
+    """The mini recipe (docs/architecture.md#mini-recipe) narrowed to channels (32, 64, 64),
+    ~1.7 M parameters: (64, 128, 128) needs ~0.55 s a step on two idle cores, too slow when the
+    cores are shared.
     Cross-attention (no self-attention) on the two lower levels, where it is cheap."""
     return UNet2DConditionModel(
         sample_size=IMAGE_SIZE // UNSHUFFLE, in_channels=3 * UNSHUFFLE**2, out_channels=3 * UNSHUFFLE**2,

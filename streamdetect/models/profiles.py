@@ -1,4 +1,4 @@
-"""Profiles: named bundles of model specs (see DESIGN.md, "Model specs")."""
+"""Profiles: named bundles of model specs (docs/architecture.md, "Model specs and profiles")."""
 
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ TINY_GENERATOR_OPTIONS = "steps=2&guidance=2"
 TINY_ENCODERS = ("encoder-vit-a", "encoder-vit-b")
 MINI_WEIGHTS = Path(__file__).resolve().parent.parent / "mini" / "weights"
 MINI_ENCODERS = ("encoder-vit-a", "encoder-vit-b", "encoder-rn")
-MINI_GENERATOR_OPTIONS = "steps=10&guidance=1.5"  # FACTS.md: matches the data at 10 Euler steps
+MINI_GENERATOR_OPTIONS = "steps=10&guidance=1.5"  # matches the data at 10 Euler steps (docs/architecture.md#mini-recipe)
 PROFILES = ("tiny", "mini", "paper", "standard")
 
 

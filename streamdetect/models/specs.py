@@ -1,6 +1,6 @@
 """Model spec strings: one string names a model wherever the config takes one.
 
-Forms (see DESIGN.md, "Model specs"):
+Forms (docs/architecture.md, "Model specs and profiles"):
 
     hf:<hub id or dir>[?k=v&...]          transformers image-to-text model (captioner)
     diffusers:<hub id or dir>[?k=v&...]   diffusers text-to-image pipeline (generator)

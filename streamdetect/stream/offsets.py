@@ -1,6 +1,7 @@
 """Offset bookkeeping for many uploads in flight at once.
 
-Two rules keep a commit from ever passing an upload that was not judged:
+Two rules keep a commit from ever passing an upload that was not judged (background:
+docs/architecture.md#faust-commits and #faust-drops):
 
 * Acks leave in partition order. faust commits the highest *contiguous run of acked offsets*,
   starting from the lowest acked one, not from the committed one (faust-streaming issue 606):

@@ -25,7 +25,7 @@ SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "[DEC]", "[ENC]"]
 
 def build_processor() -> BlipProcessor:
     vocab = {tok: i for i, tok in enumerate([*SPECIALS, *WORDS])}
-    # transformers 5 ignores vocab_file; the vocabulary must be passed in memory (FACTS.md).
+    # transformers 5 ignores vocab_file; the vocabulary must be passed in memory (docs/architecture.md#transformers-vocab).
     tokenizer = BertTokenizer(vocab=vocab, bos_token="[DEC]", model_max_length=32)
     tokenizer.add_special_tokens({"additional_special_tokens": ["[ENC]"]})
     return BlipProcessor(image_processor=BlipImageProcessor(size={"height": SIZE, "width": SIZE}),

@@ -1,4 +1,4 @@
-"""Train the mini text-to-image model (rectified flow, recipe in FACTS.md) and save it."""
+"""Train the mini text-to-image model (rectified flow; docs/architecture.md#mini-recipe) and save it."""
 
 from __future__ import annotations
 
