@@ -116,8 +116,8 @@ def calibrate_command(ctx: click.Context, audit_path: str | None, clean_dir: Pat
 
     \b
     streamdetect replay --since 2026-11-01 > audit.jsonl
-    streamdetect calibrate --audit audit.jsonl --target-fpr 0.01 --threshold-file /etc/sd/threshold.json
-    streamdetect calibrate --clean-dir clean/ --threshold-file threshold.json
+    streamdetect calibrate --profile standard --audit audit.jsonl --target-fpr 0.01 --threshold-file /etc/sd/threshold.json
+    streamdetect calibrate --profile mini --clean-dir clean/ --threshold-file threshold.json
     """
     import json
 
