@@ -111,6 +111,9 @@ class Settings(BaseSettings):
     s3_endpoint: str | None = Field(None, description="S3-compatible endpoint URL for s3:// references (MinIO "
                                                       "and the like); unset = AWS.")
     s3_region: str | None = Field(None, description="S3 region; unset = boto3's default.")
+    dead_letter_payload_max_bytes: int = Field(
+        256 * 1024, ge=0, le=8 * 1024 * 1024,
+        description="Most bytes of an upload's payload a dead letter copies (its size and sha256 are always there).")
     # Operations
     worker_name: str = Field(default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}", min_length=1,
                              description="Name in verdicts and dead letters [default: host-pid].")

@@ -91,7 +91,7 @@ async def test_the_next_batch_forms_while_one_runs(executor) -> None:
     pending = asyncio.gather(*(batcher.submit(i) for i in range(6)))
     await asyncio.sleep(0.2)
     # The device runs batch one; batch two is formed and queued behind it; the rest wait.
-    assert batcher.batch_sizes == [2, 2] and calls == [[0, 1]]
+    assert list(batcher.batch_sizes) == [2, 2] and calls == [[0, 1]]
     release.set()
     assert await asyncio.wait_for(pending, 5) == list(range(6))
     await batcher.close()
@@ -107,7 +107,7 @@ async def test_one_batch_in_flight_waits_for_the_previous(executor) -> None:
     batcher = Batcher("serial", gated, executor, BatchSettings(max_batch=2, max_wait_ms=0, batches_in_flight=1))
     pending = asyncio.gather(*(batcher.submit(i) for i in range(4)))
     await asyncio.sleep(0.2)
-    assert batcher.batch_sizes == [2]
+    assert list(batcher.batch_sizes) == [2]
     release.set()
     await asyncio.wait_for(pending, 5)
     await batcher.close()

@@ -152,3 +152,30 @@ async def test_every_verdict_says_where_its_threshold_came_from() -> None:
     handler = UploadHandler(judge_scoring(0.9, []), ImagePolicy(), TOPICS, "w", threshold_source="default")
     verdict = json.loads((await handler.handle(upload(), SOURCE))[0].value)
     assert verdict["threshold_source"] == "default"
+
+
+async def test_a_fault_of_the_worker_itself_is_an_internal_dead_letter_not_a_crash() -> None:
+    broken_policy = object()  # fetching with it raises AttributeError: a bug, not the upload's fault
+    records = await UploadHandler(judge_scoring(0.9, []), broken_policy, TOPICS, "w").handle(upload(), SOURCE)  # type: ignore[arg-type]
+    event = json.loads(records[0].value)
+    assert records[0].topic == "dlq" and event["reason"] == "internal" and "AttributeError" in event["detail"]
+
+
+async def test_a_large_payload_is_cut_in_the_dead_letter_with_its_size_and_hash() -> None:
+    import hashlib
+
+    raw = json.dumps({"schema_version": 1, "upload_id": "big", "image": "data:image/png;base64," + "A" * 2_000_000}).encode()
+    handler = UploadHandler(judge_scoring(0.9, []), ImagePolicy(max_bytes=1_000_000), TOPICS, "w",
+                            dead_letter_payload_max_bytes=4096)
+    record = (await handler.handle(raw, SOURCE))[0]
+    event = json.loads(record.value)
+    assert event["reason"] == "too_large" and event["payload_truncated"] is True
+    assert event["payload"] == raw[:4096].decode() and event["payload_size"] == len(raw)
+    assert event["payload_sha256"] == hashlib.sha256(raw).hexdigest()
+    assert len(record.value) < 10_000  # far under the producer's request limit
+    assert len(event["detail"]) <= 1100
+
+
+async def test_a_huge_caption_does_not_make_a_huge_dead_letter() -> None:
+    event = await dead(upload(caption="x" * 10_000_000))
+    assert event["reason"] == "bad_schema" and len(event["detail"]) <= 1100 and event["payload_truncated"]

@@ -24,7 +24,7 @@ async def test_expired_deadline_skips_caption_and_generation(pipeline_models) ->
         with pytest.raises(DeadlineExceeded, match="generate stage for upload late-own"):
             await pipeline.submit(Request(upload_id="late-own", image=image, caption="a red square",
                                           deadline=time.time() - 1))
-        assert pipeline.caption_stage.batch_sizes == [] and pipeline.generate_stage.batch_sizes == []
+        assert not pipeline.caption_stage.batch_sizes and not pipeline.generate_stage.batch_sizes
         verdict = await pipeline.submit(Request(upload_id="in-time", image=image, deadline=time.time() + 60))
         assert verdict.upload_id == "in-time"
     finally:

@@ -95,4 +95,5 @@ def build_handler(settings: Settings, models=None) -> UploadHandler:  # type: ig
                     hint="fit one with `streamdetect calibrate --profile "
                          f"{settings.profile} --clean-dir CLEAN/ --threshold-file FILE` and pass --threshold-file; "
                          "every verdict says threshold_source=default until then")
-    return UploadHandler(judge, image_policy(settings), topics, settings.worker_name, settings.seed, source)
+    return UploadHandler(judge, image_policy(settings), topics, settings.worker_name, settings.seed, source,
+                         settings.dead_letter_payload_max_bytes)

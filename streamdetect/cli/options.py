@@ -19,6 +19,7 @@ MODEL_SETTINGS = ("profile", "model_dir", "device", "dtype", "cpu_threads", "mod
 WORKER_SETTINGS = (*MODEL_SETTINGS, "threshold", "threshold_file", "group_id", "max_wait_ms", "max_in_flight",
                    "caption_max_batch", "generate_max_batch", "embed_max_batch", "batches_in_flight",
                    "allow_file", "allow_http", "allow_private_hosts", "fetch_timeout_s", "s3_endpoint",
+                   "dead_letter_payload_max_bytes",
                    "metrics_host", "metrics_port")
 ROOT_SETTINGS = ("bootstrap", "topic_prefix", "log_level", "log_json")
 

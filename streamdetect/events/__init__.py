@@ -7,10 +7,10 @@ wheel validates without a checkout). Knows JSON and the schemas, nothing about K
 """
 
 from streamdetect.events.codec import Source, encode, format_time, now_iso, parse_time
-from streamdetect.events.dead_letter import dead_letter
+from streamdetect.events.dead_letter import cap_text, dead_letter
 from streamdetect.events.schemas import SCHEMA_VERSION, SchemaError, validate
 from streamdetect.events.upload import Upload, UploadError, parse_upload
 from streamdetect.events.verdict import NotAVerdict, VerdictEvent
 
 __all__ = ["SCHEMA_VERSION", "NotAVerdict", "SchemaError", "Source", "Upload", "UploadError", "VerdictEvent",
-           "dead_letter", "encode", "format_time", "now_iso", "parse_time", "parse_upload", "validate"]
+           "cap_text", "dead_letter", "encode", "format_time", "now_iso", "parse_time", "parse_upload", "validate"]

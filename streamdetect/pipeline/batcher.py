@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import deque
 from concurrent.futures import Executor
 from dataclasses import dataclass
 from typing import Callable, Generic, Sequence, TypeVar
@@ -27,6 +28,7 @@ T = TypeVar("T")
 R = TypeVar("R")
 log = structlog.get_logger(__name__)
 STAGES = ("caption", "generate", "embed")
+BATCH_HISTORY = 256  # batch sizes kept for inspection: a long-lived worker must not grow a list per batch
 
 
 @dataclass(frozen=True)
@@ -96,7 +98,7 @@ class Batcher(Generic[T, R]):
         self._queue: asyncio.Queue[tuple[T, asyncio.Future[R]]] = asyncio.Queue(settings.max_queue)
         self._loop_task: asyncio.Task[None] | None = None
         self._running: set[asyncio.Task[None]] = set()
-        self.batch_sizes: list[int] = []  # observed sizes, for tests
+        self.batch_sizes: deque[int] = deque(maxlen=BATCH_HISTORY)  # the latest sizes, for tests; bounded
 
     @property
     def settings(self) -> BatchSettings:

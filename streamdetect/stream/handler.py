@@ -17,8 +17,9 @@ from typing import Any, Awaitable, Protocol
 import structlog
 from PIL import Image
 
-from streamdetect.events import (NotAVerdict, Source, Upload, UploadError, VerdictEvent, dead_letter, encode,
-                                 parse_upload)
+from streamdetect.events import (NotAVerdict, Source, Upload, UploadError, VerdictEvent, cap_text, dead_letter,
+                                 encode, parse_upload)
+from streamdetect.events.dead_letter import PAYLOAD_MAX_BYTES
 from streamdetect.images import ImageError, ImagePolicy, load_image
 
 log = structlog.get_logger(__name__)
@@ -46,8 +47,9 @@ class Topics:
 
 class UploadHandler:
     def __init__(self, judge: Judge, policy: ImagePolicy, topics: Topics, worker: str, seed: int = 0,
-                 threshold_source: str = "setting") -> None:
+                 threshold_source: str = "setting", dead_letter_payload_max_bytes: int = PAYLOAD_MAX_BYTES) -> None:
         self._judge = judge
+        self._payload_cap = dead_letter_payload_max_bytes
         self._policy = policy
         self._topics = topics
         self._worker = worker
@@ -55,8 +57,19 @@ class UploadHandler:
         self._threshold_source = threshold_source  # recorded in every verdict (events/verdict.py)
 
     async def handle(self, raw: bytes | None, source: Source) -> list[Record]:
-        """Judge one message; return what to publish for it."""
+        """Judge one message; return what to publish for it. Only cancellation escapes: a fault of
+        the worker's own is an ``internal`` dead letter, so no upload can stop a partition."""
         raw = raw or b""
+        try:
+            return await self._handle(raw, source)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - a bug must not become a crash loop on one record
+            log.error("upload.internal_error", source=source.as_dict(), error_type=type(exc).__name__,
+                      error=cap_text(str(exc), 300))
+            return self._dead(raw, "internal", f"{type(exc).__name__}: {exc}", source, None)
+
+    async def _handle(self, raw: bytes, source: Source) -> list[Record]:
         try:
             upload = parse_upload(raw)
         except UploadError as exc:
@@ -80,7 +93,7 @@ class UploadHandler:
             # The pipeline marks failures that are not model errors (an expired deadline) itself;
             # a NaN score is a model error: never a clean verdict.
             reason = "model_error" if isinstance(exc, NotAVerdict) else getattr(exc, "dead_letter_reason", "model_error")
-            log.warning("upload.not_judged", upload_id=upload.upload_id, reason=reason, error=str(exc))
+            log.warning("upload.not_judged", upload_id=upload.upload_id, reason=reason, error=cap_text(str(exc), 300))
             return self._dead(raw, reason, str(exc), source, upload.upload_id)
         return self._verdict_records(verdict)
 
@@ -98,7 +111,8 @@ class UploadHandler:
         return records
 
     def _dead(self, raw: bytes, reason: str, detail: str, source: Source, upload_id: str | None) -> list[Record]:
-        log.warning("upload.dead_lettered", upload_id=upload_id, reason=reason, detail=detail)
-        event = dead_letter(raw, reason, detail, source, self._worker, upload_id)
+        event = dead_letter(raw, reason, detail, source, self._worker, upload_id, self._payload_cap)
+        log.warning("upload.dead_lettered", upload_id=event["upload_id"], reason=reason,
+                    detail=cap_text(event["detail"], 300), payload_size=event["payload_size"])
         key = (upload_id or f"{source.topic}/{source.partition}/{source.offset}").encode()
         return [Record(self._topics.dlq, key, encode(event))]

@@ -41,6 +41,7 @@ from streamdetect.stream.positions import PartitionPositions
 
 log = structlog.get_logger(__name__)
 PUBLISH_ATTEMPTS = 5
+PRODUCER_MAX_REQUEST_BYTES = 16 * 1024 * 1024  # max.message.bytes of the output topics (events/topics/)
 LAG_INTERVAL_S = 2.0
 
 
@@ -60,6 +61,8 @@ def build_app(
         topic_disable_leader=True,
         web_enabled=False,
         producer_acks=-1,
+        # faust's default request limit is 1,000,000 bytes; the topics take 16 MiB (docs/architecture.md#client-defaults)
+        producer_max_request_size=PRODUCER_MAX_REQUEST_BYTES,
         consumer_auto_offset_reset="earliest",
         broker_max_poll_records=settings.max_in_flight,
         stream_buffer_maxsize=settings.max_in_flight,
