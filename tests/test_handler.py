@@ -179,3 +179,12 @@ async def test_a_large_payload_is_cut_in_the_dead_letter_with_its_size_and_hash(
 async def test_a_huge_caption_does_not_make_a_huge_dead_letter() -> None:
     event = await dead(upload(caption="x" * 10_000_000))
     assert event["reason"] == "bad_schema" and len(event["detail"]) <= 1100 and event["payload_truncated"]
+
+
+async def test_dead_letters_carry_routing_headers() -> None:
+    records = await UploadHandler(judge_scoring(0.9, []), ImagePolicy(), TOPICS, "w1").handle(b"{not json", SOURCE)
+    headers = dict(records[0].headers)
+    assert headers["dlq.reason"] == b"bad_schema" and headers["dlq.worker"] == b"w1"
+    assert (headers["dlq.source.topic"], headers["dlq.source.partition"], headers["dlq.source.offset"]) == (
+        b"uploads", b"0", b"7")
+    assert headers["dlq.detector.version"]

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import boto3
 import pytest
-from aiokafka import AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from PIL import Image
 
 from streamdetect import events
@@ -77,6 +77,22 @@ async def test_topics_apply_is_idempotent(kafka_bootstrap: str, prefix: str) -> 
     assert {c.action for c in second} == {"unchanged"}
 
 
+async def dead_letter_headers(bootstrap: str, topic: str, count: int) -> dict[bytes, dict[str, bytes]]:
+    """The Kafka headers of the first ``count`` records of ``topic``, by record key."""
+    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest",
+                                enable_auto_commit=False)
+    await consumer.start()
+    found: dict[bytes, dict[str, bytes]] = {}
+    try:
+        while len(found) < count:
+            batch = await asyncio.wait_for(consumer.getmany(timeout_ms=1000), 30)
+            for records in batch.values():
+                found.update({r.key: dict(r.headers) for r in records})
+    finally:
+        await consumer.stop()
+    return found
+
+
 async def test_good_uploads_get_verdicts_and_bad_ones_dead_letters(
     kafka_bootstrap: str, s3_server: str, worker_env: dict[str, str], prefix: str, tmp_path: Path
 ) -> None:
@@ -118,6 +134,9 @@ async def test_good_uploads_get_verdicts_and_bad_ones_dead_letters(
     for dead in dlq:
         events.validate("dead_letter", dead)
         assert json.loads(dead["payload"])["upload_id"] == dead["upload_id"]  # the original payload, intact
+    headers = await dead_letter_headers(kafka_bootstrap, prefix + "dlq", 3)
+    assert {key: h["dlq.reason"] for key, h in headers.items()} == {
+        k.encode(): v.encode() for k, v in reasons.items()}  # routable from the headers alone
     by_id = {v["upload_id"]: v for v in audit}
     assert by_id["good-own-caption"]["caption_source"] == "upload"
     assert by_id["good-own-caption"]["caption"] == "a yellow square"

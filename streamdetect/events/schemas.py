@@ -4,6 +4,7 @@ function that checks an event against its schema."""
 from __future__ import annotations
 
 import json
+import math
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -36,8 +37,25 @@ def _validator(kind: str) -> jsonschema.protocols.Validator:
 
 
 def validate(kind: str, event: dict[str, Any]) -> None:
-    """Raise SchemaError naming the first failing field if ``event`` breaks the ``kind`` schema."""
+    """Raise SchemaError naming the first failing field if ``event`` breaks the ``kind`` schema.
+    Non-finite numbers are refused first: JSON Schema's bounds let NaN through (every comparison
+    with NaN is false), and a NaN score read as clean is a detector failing open."""
+    where = _non_finite(event)
+    if where is not None:
+        raise SchemaError(kind, f"{where}: not a finite number")
     error = jsonschema.exceptions.best_match(_validator(kind).iter_errors(event))
     if error is not None:
         where = "/".join(str(p) for p in error.absolute_path) or "(top level)"
         raise SchemaError(kind, f"{where}: {error.message}")
+
+
+def _non_finite(value: Any, path: str = "") -> str | None:
+    """The path of the first NaN or infinity inside ``value``, or None."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return path or "(top level)"
+    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+    for key, item in items:
+        found = _non_finite(item, f"{path}/{key}" if path else str(key))
+        if found is not None:
+            return found
+    return None

@@ -17,6 +17,7 @@ from typing import Any, Awaitable, Protocol
 import structlog
 from PIL import Image
 
+from streamdetect import __version__
 from streamdetect.events import (NotAVerdict, Source, Upload, UploadError, VerdictEvent, cap_text, dead_letter,
                                  encode, parse_upload)
 from streamdetect.events.dead_letter import PAYLOAD_MAX_BYTES
@@ -36,6 +37,7 @@ class Record:
     topic: str
     key: bytes
     value: bytes
+    headers: tuple[tuple[str, bytes], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -67,7 +69,7 @@ class UploadHandler:
         except Exception as exc:  # noqa: BLE001 - a bug must not become a crash loop on one record
             log.error("upload.internal_error", source=source.as_dict(), error_type=type(exc).__name__,
                       error=cap_text(str(exc), 300))
-            return self._dead(raw, "internal", f"{type(exc).__name__}: {exc}", source, None)
+            return self._dead(raw, "internal", f"{type(exc).__name__}: {exc}", source, None, type(exc).__name__)
 
     async def _handle(self, raw: bytes, source: Source) -> list[Record]:
         try:
@@ -94,7 +96,7 @@ class UploadHandler:
             # a NaN score is a model error: never a clean verdict.
             reason = "model_error" if isinstance(exc, NotAVerdict) else getattr(exc, "dead_letter_reason", "model_error")
             log.warning("upload.not_judged", upload_id=upload.upload_id, reason=reason, error=cap_text(str(exc), 300))
-            return self._dead(raw, reason, str(exc), source, upload.upload_id)
+            return self._dead(raw, reason, str(exc), source, upload.upload_id, type(exc).__name__)
         return self._verdict_records(verdict)
 
     def seed_for(self, upload: Upload) -> int:
@@ -110,9 +112,26 @@ class UploadHandler:
                  score=round(verdict.fields["score"], 4))
         return records
 
-    def _dead(self, raw: bytes, reason: str, detail: str, source: Source, upload_id: str | None) -> list[Record]:
+    def _dead(self, raw: bytes, reason: str, detail: str, source: Source, upload_id: str | None,
+              exception: str | None = None) -> list[Record]:
         event = dead_letter(raw, reason, detail, source, self._worker, upload_id, self._payload_cap)
         log.warning("upload.dead_lettered", upload_id=event["upload_id"], reason=reason,
                     detail=cap_text(event["detail"], 300), payload_size=event["payload_size"])
         key = (upload_id or f"{source.topic}/{source.partition}/{source.offset}").encode()
-        return [Record(self._topics.dlq, key, encode(event))]
+        return [Record(self._topics.dlq, key, encode(event), dead_letter_headers(event, exception))]
+
+
+def dead_letter_headers(event: dict[str, Any], exception: str | None) -> tuple[tuple[str, bytes], ...]:
+    """Kafka headers in the spirit of KIP-1034, so tools that read only headers can route a dead
+    letter without parsing it: why, what raised, where the upload was, who judged it."""
+    source = event["source"]
+    headers = {
+        "dlq.reason": event["reason"],
+        "dlq.exception": exception or "",
+        "dlq.source.topic": source["topic"],
+        "dlq.source.partition": str(source["partition"]),
+        "dlq.source.offset": str(source["offset"]),
+        "dlq.worker": event["worker"],
+        "dlq.detector.version": __version__,
+    }
+    return tuple((name, value.encode()) for name, value in headers.items() if value)

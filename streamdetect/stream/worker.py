@@ -78,7 +78,8 @@ def build_app(
     tasks: set[asyncio.Task[None]] = set()
 
     async def publish(records: list[Record]) -> None:
-        futures = [await outputs_for(r.topic).send(key=r.key, value=r.value) for r in records]
+        futures = [await outputs_for(r.topic).send(key=r.key, value=r.value, headers=list(r.headers) or None)
+                   for r in records]
         await asyncio.gather(*futures)
 
     def outputs_for(topic: str) -> faust.TopicT:
