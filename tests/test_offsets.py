@@ -87,3 +87,71 @@ def test_forget_clears_the_start_so_a_new_assignment_asks_again() -> None:
     tracker = started(3)
     tracker.forget({"p0"})
     assert not tracker.knows("p0")
+
+
+class _HeldPositions:
+    """A broker stand-in whose answers wait until the test lets them through."""
+
+    def __init__(self, start: int, first: int | None = None) -> None:
+        import asyncio
+
+        self.start, self.first, self.release = start, first, asyncio.Event()
+
+    async def start_of(self, tp: object) -> int:
+        await self.release.wait()
+        return self.start
+
+    async def first_record_from(self, tp: object, offset: int) -> int | None:
+        await self.release.wait()
+        return self.first
+
+
+async def test_a_start_answered_after_the_partition_was_revoked_is_dropped() -> None:
+    import asyncio
+
+    from streamdetect.stream.admission import Admissions
+
+    tracker, positions = OffsetTracker(), _HeldPositions(start=5)
+    admissions = Admissions(tracker, positions, seek=lambda tp, offset: asyncio.sleep(0))  # type: ignore[arg-type]
+    pending = asyncio.create_task(admissions.admit("p0", 5))  # type: ignore[arg-type]
+    await asyncio.sleep(0)
+    admissions.reset({"p0"})  # revoked while the broker was being asked
+    positions.release.set()
+    assert await pending is False and not tracker.knows("p0")  # nothing stale written
+    positions.start = 9  # re-assigned: the group's commit moved on meanwhile
+    assert await admissions.admit("p0", 9) is True  # type: ignore[arg-type]
+    assert tracker.next_offset("p0") == 10
+
+
+async def test_reassignment_starts_a_partition_afresh() -> None:
+    import asyncio
+
+    from streamdetect.stream.admission import Admissions
+
+    tracker, positions = OffsetTracker(), _HeldPositions(start=0)
+    positions.release.set()
+    admissions = Admissions(tracker, positions, seek=lambda tp, offset: asyncio.sleep(0))  # type: ignore[arg-type]
+    assert await admissions.admit("p0", 0) and await admissions.admit("p0", 1)  # type: ignore[arg-type]
+    admissions.reset({"p0"})  # assigned again: another worker may have committed up to 40
+    positions.start = 40
+    assert await admissions.admit("p0", 40) is True  # type: ignore[arg-type]
+
+
+async def test_a_gap_answer_for_an_old_assignment_does_not_seek() -> None:
+    import asyncio
+
+    from streamdetect.stream.admission import Admissions
+
+    seeks: list[int] = []
+
+    async def seek(tp: object, offset: int) -> None:
+        seeks.append(offset)
+
+    tracker, positions = OffsetTracker(), _HeldPositions(start=0, first=0)
+    tracker.begin("p0", 0)
+    admissions = Admissions(tracker, positions, seek=seek)  # type: ignore[arg-type]
+    pending = asyncio.create_task(admissions.admit("p0", 3))  # type: ignore[arg-type]
+    await asyncio.sleep(0)
+    admissions.reset({"p0"})
+    positions.release.set()
+    assert await pending is False and seeks == [] and not tracker.knows("p0")

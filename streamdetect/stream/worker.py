@@ -123,13 +123,14 @@ def build_app(
 
     @app.on_partitions_revoked.connect
     async def on_revoked(app: faust.App, revoked: set[TP], **_: object) -> None:
-        tracker.forget(set(revoked))
+        admissions.reset(revoked)
         health.set_assignment(None)
         metrics.forget_partitions((tp.topic, tp.partition) for tp in revoked)
         log.info("worker.partitions_revoked", partitions=sorted(str(tp) for tp in revoked))
 
     @app.on_partitions_assigned.connect
     async def on_assigned(app: faust.App, assigned: set[TP], **_: object) -> None:
+        admissions.reset(assigned)  # state is per assignment: a partition that comes back starts afresh
         names = sorted(f"{tp.topic}/{tp.partition}" for tp in assigned)
         health.set_assignment(names)
         log.info("worker.ready", partitions=names)
