@@ -188,3 +188,50 @@ async def test_dead_letters_carry_routing_headers() -> None:
     assert (headers["dlq.source.topic"], headers["dlq.source.partition"], headers["dlq.source.offset"]) == (
         b"uploads", b"0", b"7")
     assert headers["dlq.detector.version"]
+
+
+async def test_an_unreachable_image_is_tried_again_before_it_is_dead_lettered() -> None:
+    from streamdetect.stream.retries import Retries
+
+    retried: list[str] = []
+    handler = UploadHandler(judge_scoring(0.9, []), ImagePolicy(timeout_s=0.2), TOPICS, "w",
+                            retries=Retries(fetch=2, backoff_s=0.01), on_retry=retried.append)
+    closed_port = "https://127.0.0.1:9/x.png"  # the SSRF guard refuses loopback: allow it for this test
+    handler._policy = ImagePolicy(timeout_s=0.2, allow_private_hosts=True)
+    event = json.loads((await handler.handle(upload(image=closed_port), SOURCE))[0].value)
+    assert event["reason"] == "unreachable" and retried == ["fetch", "fetch"]
+
+
+async def test_model_errors_are_retried_and_a_run_of_them_trips_the_breaker() -> None:
+    from streamdetect.stream.retries import Retries
+
+    attempts: list[str] = []
+    tripped: list[int] = []
+
+    async def failing(*, upload_id, **_):  # type: ignore[no-untyped-def]
+        attempts.append(upload_id)
+        raise RuntimeError("CUDA error: device-side assert")
+
+    handler = UploadHandler(failing, ImagePolicy(), TOPICS, "w", retries=Retries(model=1, backoff_s=0.0,
+                            model_error_limit=3), on_models_failing=tripped.append)
+    for _ in range(3):
+        event = json.loads((await handler.handle(upload(), SOURCE))[0].value)
+        assert event["reason"] == "model_error"
+    assert len(attempts) == 6 and tripped == [3]  # each tried twice; the third in a row trips it
+    handler.breaker.success()
+    assert handler.breaker.in_a_row == 0  # a verdict ends the run
+
+
+async def test_a_deadline_is_neither_retried_nor_counted_by_the_breaker() -> None:
+    from streamdetect.pipeline.engine import DeadlineExceeded
+    from streamdetect.stream.retries import Retries
+
+    calls: list[str] = []
+
+    async def late(*, upload_id, **_):  # type: ignore[no-untyped-def]
+        calls.append(upload_id)
+        raise DeadlineExceeded(upload_id, "generate")
+
+    handler = UploadHandler(late, ImagePolicy(), TOPICS, "w", retries=Retries(model=3, backoff_s=0.0))
+    event = json.loads((await handler.handle(upload(), SOURCE))[0].value)
+    assert event["reason"] == "deadline" and calls == ["u1"] and handler.breaker.in_a_row == 0

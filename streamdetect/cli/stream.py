@@ -11,7 +11,7 @@ import click
 
 from streamdetect.cli.context import settings_from_context, warn_if_tiny
 from streamdetect.cli.options import WORKER_SETTINGS, setting_options
-from streamdetect.settings import ConfigError
+from streamdetect.settings import ConfigError, Settings
 
 TIME_FORMATS = ["%Y-%m-%d", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%dT%H:%M:%S%z"]
 
@@ -31,7 +31,8 @@ def worker(ctx: click.Context, **overrides: Any) -> None:
     settings = settings_from_context(ctx, **overrides)
     warn_if_tiny(settings)
     from streamdetect.app.wiring import build_handler
-    from streamdetect.stream.worker import MissingTopics, check_topics, run_worker
+    from streamdetect.stream.admin import MissingTopics
+    from streamdetect.stream.worker import check_topics, run_worker
 
     try:
         asyncio.run(check_topics(settings))  # before loading models: fail in a second, not a minute
@@ -55,6 +56,7 @@ def submit(ctx: click.Context, targets: tuple[str, ...], caption: str | None, as
     settings = settings_from_context(ctx)
     from streamdetect.stream.clients import submit as submit_uploads
 
+    _require(settings, "uploads")
     try:
         sent = asyncio.run(submit_uploads(settings.bootstrap, settings.topic("uploads"), list(targets), caption))
     except FileNotFoundError as exc:
@@ -77,6 +79,7 @@ def alerts(ctx: click.Context, from_beginning: bool, as_json: bool, idle_timeout
     settings = settings_from_context(ctx)
     from streamdetect.stream.clients import follow
 
+    _require(settings, "alerts")
     async def run() -> None:
         async for alert in follow(settings.bootstrap, settings.topic("alerts"), from_beginning, idle_timeout):
             click.echo(json.dumps(alert, sort_keys=True) if as_json else format_verdict(alert))
@@ -97,11 +100,22 @@ def replay(ctx: click.Context, since: datetime | None, until: datetime | None, w
     settings = settings_from_context(ctx)
     from streamdetect.stream.clients import replay as replay_topic
 
+    _require(settings, which)
     async def run() -> None:
         async for event in replay_topic(settings.bootstrap, settings.topic(which), _utc(since), _utc(until)):
             click.echo(json.dumps(event, sort_keys=True))
 
     _run_until_interrupted(run())
+
+
+def _require(settings: Settings, name: str) -> None:
+    """Say at once, in one line, when the topic a command needs is missing (not after a 40 s wait)."""
+    from streamdetect.stream.admin import MissingTopics, require_topics
+
+    try:
+        asyncio.run(require_topics(settings.bootstrap, [settings.topic(name)], settings.topic_prefix))
+    except MissingTopics as exc:
+        raise click.ClickException(str(exc)) from exc
 
 
 def format_verdict(event: dict[str, Any]) -> str:

@@ -19,6 +19,24 @@ from streamdetect.events.topic_specs import TopicSpec
 METADATA_ATTEMPTS = 20
 
 
+class MissingTopics(RuntimeError):
+    """Topics a command needs do not exist; without this check it would wait silently for them."""
+
+
+async def require_topics(bootstrap: str, topics: list[str], prefix: str = "") -> None:
+    """Raise MissingTopics, in one line naming them and the command that creates them, unless all exist."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+    finally:
+        await admin.close()
+    missing = [topic for topic in topics if topic not in existing]
+    if missing:
+        flag = f"--topic-prefix {prefix} " if prefix else ""
+        raise MissingTopics(f"topics {missing} do not exist on {bootstrap}: run `streamdetect {flag}topics apply` first")
+
+
 @dataclass(frozen=True)
 class Change:
     topic: str

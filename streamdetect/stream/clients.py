@@ -32,8 +32,23 @@ def reference_for(target: str) -> str:
     path = Path(target)
     if not path.is_file():
         raise FileNotFoundError(f"{target} is neither a readable file nor a URI ({', '.join(REFERENCE_SCHEMES)})")
-    mime = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
-    return f"data:{mime};base64,{base64.b64encode(path.read_bytes()).decode()}"
+    data = path.read_bytes()
+    mime = sniff_image_type(data) or mimetypes.guess_type(path.name)[0] or "application/octet-stream"
+    return f"data:{mime};base64,{base64.b64encode(data).decode()}"
+
+
+# Leading bytes of the formats the worker decodes: a file is typed by what it is, not by its name.
+_SIGNATURES = ((b"\x89PNG\r\n\x1a\n", "image/png"), (b"\xff\xd8\xff", "image/jpeg"), (b"GIF87a", "image/gif"),
+               (b"GIF89a", "image/gif"), (b"BM", "image/bmp"), (b"II*\x00", "image/tiff"), (b"MM\x00*", "image/tiff"))
+
+
+def sniff_image_type(data: bytes) -> str | None:
+    """The image MIME type ``data`` starts like, or None."""
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "image/webp"
+    if data[4:8] == b"ftyp" and data[8:12] in (b"avif", b"avis"):
+        return "image/avif"
+    return next((mime for magic, mime in _SIGNATURES if data.startswith(magic)), None)
 
 
 @dataclass(frozen=True)

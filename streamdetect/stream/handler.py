@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import zlib
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any, Awaitable, Protocol
+from typing import Any, Awaitable, Callable, Protocol
 
 import structlog
 from PIL import Image
@@ -22,6 +23,7 @@ from streamdetect.events import (NotAVerdict, Source, Upload, UploadError, Verdi
                                  encode, parse_upload)
 from streamdetect.events.dead_letter import PAYLOAD_MAX_BYTES
 from streamdetect.images import ImageError, ImagePolicy, load_image
+from streamdetect.stream.retries import ModelBreaker, Retries
 
 log = structlog.get_logger(__name__)
 
@@ -49,8 +51,16 @@ class Topics:
 
 class UploadHandler:
     def __init__(self, judge: Judge, policy: ImagePolicy, topics: Topics, worker: str, seed: int = 0,
-                 threshold_source: str = "setting", dead_letter_payload_max_bytes: int = PAYLOAD_MAX_BYTES) -> None:
+                 threshold_source: str = "setting", dead_letter_payload_max_bytes: int = PAYLOAD_MAX_BYTES,
+                 retries: Retries = Retries(), fetch_threads: int = 8,
+                 on_retry: Callable[[str], None] = lambda kind: None,
+                 on_models_failing: Callable[[int], None] = lambda n: None) -> None:
         self._judge = judge
+        self._retries, self._on_retry = retries, on_retry
+        self.breaker = ModelBreaker(retries.model_error_limit, on_models_failing)
+        # Fetches get their own bounded pool: slow references cannot starve the default pool
+        # that other work (decoding, faust) uses; each fetch is bounded by its own deadline.
+        self._fetch_pool = ThreadPoolExecutor(max_workers=fetch_threads, thread_name_prefix="fetch")
         self._payload_cap = dead_letter_payload_max_bytes
         self._policy = policy
         self._topics = topics
@@ -80,24 +90,58 @@ class UploadHandler:
             return self._dead(raw, "deadline", f"deadline {upload.deadline} passed before judging", source,
                               upload.upload_id)
         try:
-            image = await asyncio.to_thread(load_image, upload.image, self._policy)
+            image = await self._fetch(upload)
         except ImageError as exc:
             return self._dead(raw, exc.reason, exc.detail, source, upload.upload_id)
         try:
-            judgement = await self._judge(
-                upload_id=upload.upload_id, image=image, caption=upload.caption, seed=self.seed_for(upload),
-                deadline=upload.deadline.timestamp() if upload.deadline else None,
-            )
-            verdict = VerdictEvent.build(judgement.as_dict(), upload, source, self._worker, self._threshold_source)
+            verdict = await self._judged(upload, image, source)
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # noqa: BLE001 - a model failure dead-letters this upload only
-            # The pipeline marks failures that are not model errors (an expired deadline) itself;
-            # a NaN score is a model error: never a clean verdict.
-            reason = "model_error" if isinstance(exc, NotAVerdict) else getattr(exc, "dead_letter_reason", "model_error")
+            reason = _failure_reason(exc)
             log.warning("upload.not_judged", upload_id=upload.upload_id, reason=reason, error=cap_text(str(exc), 300))
             return self._dead(raw, reason, str(exc), source, upload.upload_id, type(exc).__name__)
         return self._verdict_records(verdict)
+
+    async def _fetch(self, upload: Upload) -> Image.Image:
+        """Fetch and decode on the fetch pool, trying an unreachable image again with backoff."""
+        loop, deadline = asyncio.get_running_loop(), _timestamp(upload)
+        for attempt in range(self._retries.fetch + 1):
+            try:
+                return await loop.run_in_executor(self._fetch_pool, load_image, upload.image, self._policy)
+            except ImageError as exc:
+                if exc.reason != "unreachable" or attempt == self._retries.fetch or \
+                        not await self._retries.wait(attempt, deadline):
+                    raise
+                self._on_retry("fetch")
+                log.info("upload.fetch_retry", upload_id=upload.upload_id, attempt=attempt + 1)
+        raise AssertionError("unreachable: the loop returns or raises")
+
+    async def _judged(self, upload: Upload, image: Image.Image, source: Source) -> VerdictEvent:
+        """The verdict, trying a model error again with backoff; counted by the breaker."""
+        deadline = _timestamp(upload)
+        for attempt in range(self._retries.model + 1):
+            try:
+                judgement = await self._judge(upload_id=upload.upload_id, image=image, caption=upload.caption,
+                                              seed=self.seed_for(upload), deadline=deadline)
+                verdict = VerdictEvent.build(judgement.as_dict(), upload, source, self._worker,
+                                             self._threshold_source)
+                self.breaker.success()
+                return verdict
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                if _failure_reason(exc) != "model_error":
+                    raise
+                if attempt == self._retries.model or not await self._retries.wait(attempt, deadline):
+                    self.breaker.failure()
+                    raise
+                self._on_retry("model")
+                log.info("upload.model_retry", upload_id=upload.upload_id, attempt=attempt + 1)
+        raise AssertionError("unreachable: the loop returns or raises")
+
+    def close(self) -> None:
+        self._fetch_pool.shutdown(wait=False, cancel_futures=True)
 
     def seed_for(self, upload: Upload) -> int:
         """Deterministic per upload, so a replayed upload regenerates the same image."""
@@ -119,6 +163,18 @@ class UploadHandler:
                     detail=cap_text(event["detail"], 300), payload_size=event["payload_size"])
         key = (upload_id or f"{source.topic}/{source.partition}/{source.offset}").encode()
         return [Record(self._topics.dlq, key, encode(event), dead_letter_headers(event, exception))]
+
+
+def _failure_reason(exc: BaseException) -> str:
+    """The pipeline marks failures that are not model errors (an expired deadline) itself; a NaN
+    score is a model error: never a clean verdict."""
+    if isinstance(exc, NotAVerdict):
+        return "model_error"
+    return getattr(exc, "dead_letter_reason", "model_error")
+
+
+def _timestamp(upload: Upload) -> float | None:
+    return upload.deadline.timestamp() if upload.deadline else None
 
 
 def dead_letter_headers(event: dict[str, Any], exception: str | None) -> tuple[tuple[str, bytes], ...]:

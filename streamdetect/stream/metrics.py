@@ -52,6 +52,8 @@ class WorkerMetrics:
         self.verdicts = Counter("streamdetect_verdicts", "Published verdicts by outcome.", ["outcome"], registry=r)
         self.dead_letters = Counter("streamdetect_dead_letters", "Published dead letters by reason.", ["reason"],
                                     registry=r)
+        self.retries = Counter("streamdetect_retries", "Fetches and judgements tried again after a transient "
+                               "failure.", ["kind"], registry=r)
         self.rewinds = Counter("streamdetect_partition_rewinds", "Partitions sought back over records the "
                                "consumer skipped (around rebalances).", registry=r)
         self.consumer_lag = Gauge("streamdetect_consumer_lag", "Messages on the broker not yet fetched: highwater "
@@ -106,6 +108,7 @@ class Health:
     assigned: bool = False
     partitions: frozenset[str] = frozenset()
     beat: float | None = None  # monotonic time of the event loop's last heartbeat
+    broken: str | None = None  # why the worker stopped taking uploads (the models keep failing)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def heartbeat(self) -> None:
@@ -117,7 +120,12 @@ class Health:
             self.assigned = partitions is not None
             self.partitions = frozenset(partitions or ())
 
+    def set_broken(self, why: str) -> None:
+        self.broken = why
+
     def alive(self) -> tuple[bool, str]:
+        if self.broken is not None:
+            return False, self.broken
         if self.beat is None:
             return True, "starting"
         age = time.monotonic() - self.beat

@@ -26,7 +26,6 @@ import time
 from pathlib import Path
 
 import faust
-from aiokafka.admin import AIOKafkaAdminClient
 import structlog
 from faust.types import TP
 
@@ -35,6 +34,7 @@ from streamdetect.events import Source
 from streamdetect.stream.handler import Record, UploadHandler
 from streamdetect.stream.metrics import Health, WorkerMetrics, worker_health, worker_metrics
 from streamdetect.stream.metrics_server import start_metrics_server
+from streamdetect.stream.admin import require_topics
 from streamdetect.stream.admission import Admissions
 from streamdetect.stream.offsets import OffsetTracker
 from streamdetect.stream.positions import PartitionPositions
@@ -106,6 +106,9 @@ def build_app(
     @app.agent(uploads)
     async def check(stream: faust.StreamT) -> None:
         async for event in stream.noack().events():
+            if health.broken is not None:  # the models keep failing: take nothing more, commit nothing more
+                log.error("worker.out_of_service", why=health.broken, action="restart the worker")
+                await asyncio.Event().wait()  # until SIGTERM or the orchestrator's restart; nothing is acked
             try:
                 admitted = await admissions.admit(event.message.tp, event.message.offset)
             except Exception as exc:  # noqa: BLE001 - cannot tell where the partition resumes: stop uncommitted
@@ -161,22 +164,10 @@ async def _update_lag(app: faust.App, metrics: WorkerMetrics, topic: str) -> Non
         log.debug("worker.lag_unavailable", error=str(exc))
 
 
-class MissingTopics(RuntimeError):
-    """The worker's topics do not exist; it would otherwise wait silently for them."""
-
-
 async def check_topics(settings: Settings) -> None:
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap)
-    await admin.start()
-    try:
-        existing = set(await admin.list_topics())
-    finally:
-        await admin.close()
-    missing = [settings.topic(n) for n in ("uploads", "audit", "alerts", "dlq") if settings.topic(n) not in existing]
-    if missing:
-        prefix = f"--topic-prefix {settings.topic_prefix} " if settings.topic_prefix else ""
-        raise MissingTopics(f"topics {missing} do not exist on {settings.bootstrap}: "
-                            f"run `streamdetect {prefix}topics apply` first")
+    """The worker's four topics exist, or MissingTopics says which do not and how to make them."""
+    await require_topics(settings.bootstrap, [settings.topic(n) for n in ("uploads", "audit", "alerts", "dlq")],
+                         settings.topic_prefix)
 
 
 async def _with_retries(publish, records: list[Record], source: Source) -> None:  # type: ignore[no-untyped-def]
