@@ -235,3 +235,15 @@ async def test_a_deadline_is_neither_retried_nor_counted_by_the_breaker() -> Non
     handler = UploadHandler(late, ImagePolicy(), TOPICS, "w", retries=Retries(model=3, backoff_s=0.0))
     event = json.loads((await handler.handle(upload(), SOURCE))[0].value)
     assert event["reason"] == "deadline" and calls == ["u1"] and handler.breaker.in_a_row == 0
+
+
+async def test_a_redriven_uploads_dead_letter_keeps_its_round_count_and_odd_headers_are_harmless() -> None:
+    from streamdetect.stream.handler import REDRIVE_HEADER, redrive_count
+
+    handler = UploadHandler(judge_scoring(0.9, []), ImagePolicy(), TOPICS, "w")
+    records = await handler.handle(b"{not json", SOURCE, [(REDRIVE_HEADER, b"2")])
+    assert dict(records[0].headers)[REDRIVE_HEADER] == b"2"
+    verdict = await handler.handle(upload(), SOURCE, [(REDRIVE_HEADER, b"2")])
+    assert all(name != REDRIVE_HEADER for name, _ in verdict[0].headers)  # verdicts carry no round count
+    for odd in (None, [("x", None)], [(REDRIVE_HEADER, b"many")], {REDRIVE_HEADER: b"1"}, [("only-one",)], 7):
+        assert redrive_count(odd) in (0, 1)

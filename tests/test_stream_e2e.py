@@ -78,16 +78,18 @@ async def test_topics_apply_is_idempotent(kafka_bootstrap: str, prefix: str) -> 
 
 
 async def dead_letter_headers(bootstrap: str, topic: str, count: int) -> dict[bytes, dict[str, bytes]]:
-    """The Kafka headers of the first ``count`` records of ``topic``, by record key."""
+    """The Kafka headers of the first ``count`` records of ``topic``, by record key (the latest wins)."""
     consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest",
                                 enable_auto_commit=False)
     await consumer.start()
     found: dict[bytes, dict[str, bytes]] = {}
+    seen = 0
     try:
-        while len(found) < count:
+        while seen < count:
             batch = await asyncio.wait_for(consumer.getmany(timeout_ms=1000), 30)
             for records in batch.values():
                 found.update({r.key: dict(r.headers) for r in records})
+                seen += len(records)
     finally:
         await consumer.stop()
     return found
@@ -176,3 +178,45 @@ async def test_worker_killed_mid_stream_loses_nothing(
     assert set(counts) == wanted, second.log_tail()
     duplicates = sum(n - 1 for n in counts.values())
     print(f"killed after {len(judged_before_kill)} verdicts; {duplicates} duplicate verdicts after restart")
+
+
+async def test_dead_letters_are_redriven_once_their_cause_is_fixed(
+    kafka_bootstrap: str, s3_server: str, worker_env: dict[str, str], prefix: str, tmp_path: Path
+) -> None:
+    from click.testing import CliRunner
+
+    from streamdetect.cli.main import main
+
+    await apply_topics(kafka_bootstrap, load_specs(), prefix)
+    s3 = boto3.client("s3", endpoint_url=s3_server, region_name="us-east-1")
+    s3.create_bucket(Bucket=f"{prefix}uploads")
+    later, never = (Upload(upload_id=f"redrive-{name}", image=f"s3://{prefix}uploads/{name}.png")
+                    for name in ("later", "never"))
+    await publish_uploads(kafka_bootstrap, prefix + "uploads", [later, never], ["later", "never"])
+
+    def redrive(*args: str) -> str:
+        result = CliRunner().invoke(main, ["--bootstrap", kafka_bootstrap, "--topic-prefix", prefix, "dlq", "redrive",
+                                           *args], catch_exceptions=False)
+        assert result.exit_code == 0, result.output
+        return " ".join(result.output.split())
+
+    worker = start_worker(worker_env, tmp_path, "worker")
+    try:
+        first = await read_until(kafka_bootstrap, prefix + "dlq", lambda e: len(e) >= 2, 240)
+        assert {d["reason"] for d in first} == {"not_found"}, worker.log_tail()
+        assert "not_found 2 to redrive 2 dry run: nothing sent" in await asyncio.to_thread(
+            redrive, "--reason", "not_found", "--dry-run")
+        s3.put_object(Bucket=f"{prefix}uploads", Key="later.png", Body=png("blue"))  # the cause, fixed
+        assert "sent 2" in await asyncio.to_thread(redrive, "--reason", "not_found", "--max-rounds", "1")
+        audit = await read_until(kafka_bootstrap, prefix + "audit", lambda e: len(e) >= 1, 120)
+        dlq = await read_until(kafka_bootstrap, prefix + "dlq", lambda e: len(e) >= 3, 60)
+        # The one that failed again counts its round; with --max-rounds 1 it is not sent a second time.
+        again = await asyncio.to_thread(redrive, "--upload-id", "redrive-never", "--max-rounds", "1")
+    finally:
+        exit_code = worker.terminate()
+    assert [v["upload_id"] for v in audit] == ["redrive-later"], worker.log_tail()
+    assert [d["upload_id"] for d in dlq].count("redrive-never") == 2
+    headers = await dead_letter_headers(kafka_bootstrap, prefix + "dlq", 3)
+    assert headers[b"redrive-never"]["streamdetect.redrive.count"] == b"1"  # the latest letter of that key
+    assert "to redrive 0 skipped: max_rounds 1 sent 0" in again
+    assert exit_code == 0, worker.log_tail()

@@ -56,7 +56,7 @@ def submit(ctx: click.Context, targets: tuple[str, ...], caption: str | None, as
     settings = settings_from_context(ctx)
     from streamdetect.stream.clients import submit as submit_uploads
 
-    _require(settings, "uploads")
+    require_topic(settings, "uploads")
     try:
         sent = asyncio.run(submit_uploads(settings.bootstrap, settings.topic("uploads"), list(targets), caption))
     except FileNotFoundError as exc:
@@ -79,7 +79,7 @@ def alerts(ctx: click.Context, from_beginning: bool, as_json: bool, idle_timeout
     settings = settings_from_context(ctx)
     from streamdetect.stream.clients import follow
 
-    _require(settings, "alerts")
+    require_topic(settings, "alerts")
     async def run() -> None:
         async for alert in follow(settings.bootstrap, settings.topic("alerts"), from_beginning, idle_timeout):
             click.echo(json.dumps(alert, sort_keys=True) if as_json else format_verdict(alert))
@@ -100,15 +100,15 @@ def replay(ctx: click.Context, since: datetime | None, until: datetime | None, w
     settings = settings_from_context(ctx)
     from streamdetect.stream.clients import replay as replay_topic
 
-    _require(settings, which)
+    require_topic(settings, which)
     async def run() -> None:
-        async for event in replay_topic(settings.bootstrap, settings.topic(which), _utc(since), _utc(until)):
+        async for event in replay_topic(settings.bootstrap, settings.topic(which), utc(since), utc(until)):
             click.echo(json.dumps(event, sort_keys=True))
 
     _run_until_interrupted(run())
 
 
-def _require(settings: Settings, name: str) -> None:
+def require_topic(settings: Settings, name: str) -> None:
     """Say at once, in one line, when the topic a command needs is missing (not after a 40 s wait)."""
     from streamdetect.stream.admin import MissingTopics, require_topics
 
@@ -124,7 +124,7 @@ def format_verdict(event: dict[str, Any]) -> str:
             f"threshold={event.get('threshold')}  caption[{event.get('caption_source')}]={event.get('caption')!r}")
 
 
-def _utc(moment: datetime | None) -> datetime | None:
+def utc(moment: datetime | None) -> datetime | None:
     return None if moment is None else (moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc))
 
 

@@ -16,7 +16,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import AsyncIterator
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 
 from streamdetect import events
 from streamdetect.events import Upload
@@ -109,6 +109,15 @@ async def replay(
     bootstrap: str, topic: str, since: datetime | None = None, until: datetime | None = None
 ) -> AsyncIterator[dict]:
     """Yield the events in ``topic`` written in [since, until), up to the end as it was at start."""
+    async for record in records_between(bootstrap, topic, since, until):
+        yield _decode(record.value)
+
+
+async def records_between(
+    bootstrap: str, topic: str, since: datetime | None = None, until: datetime | None = None
+) -> AsyncIterator[ConsumerRecord]:
+    """The raw records (key, value, headers, timestamp) of ``topic`` written in [since, until),
+    up to the end as it was at start, oldest first per partition."""
     consumer = await _reader(bootstrap, topic, "earliest")
     try:
         partitions = sorted(consumer.assignment())
@@ -122,7 +131,7 @@ async def replay(
             for tp, records in batch.items():
                 for record in records:
                     if record.offset < ends[tp] and (until_ms is None or record.timestamp < until_ms):
-                        yield _decode(record.value)
+                        yield record
                 if await consumer.position(tp) >= ends[tp]:
                     remaining.discard(tp)
     finally:

@@ -26,6 +26,7 @@ from streamdetect.images import ImageError, ImagePolicy, load_image
 from streamdetect.stream.retries import ModelBreaker, Retries
 
 log = structlog.get_logger(__name__)
+REDRIVE_HEADER = "streamdetect.redrive.count"  # rounds an upload was redriven (stream/redrive.py)
 
 
 class Judge(Protocol):
@@ -68,18 +69,20 @@ class UploadHandler:
         self._seed = seed
         self._threshold_source = threshold_source  # recorded in every verdict (events/verdict.py)
 
-    async def handle(self, raw: bytes | None, source: Source) -> list[Record]:
+    async def handle(self, raw: bytes | None, source: Source, headers: Any = ()) -> list[Record]:
         """Judge one message; return what to publish for it. Only cancellation escapes: a fault of
-        the worker's own is an ``internal`` dead letter, so no upload can stop a partition."""
-        raw = raw or b""
+        the worker's own is an ``internal`` dead letter, so no upload can stop a partition.
+        ``headers`` are the message's Kafka headers; a redrive count among them is carried over."""
+        raw, rounds = raw or b"", redrive_count(headers)
         try:
-            return await self._handle(raw, source)
+            return [_with_rounds(r, rounds) for r in await self._handle(raw, source)]
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # noqa: BLE001 - a bug must not become a crash loop on one record
             log.error("upload.internal_error", source=source.as_dict(), error_type=type(exc).__name__,
                       error=cap_text(str(exc), 300))
-            return self._dead(raw, "internal", f"{type(exc).__name__}: {exc}", source, None, type(exc).__name__)
+            return [_with_rounds(r, rounds) for r in
+                    self._dead(raw, "internal", f"{type(exc).__name__}: {exc}", source, None, type(exc).__name__)]
 
     async def _handle(self, raw: bytes, source: Source) -> list[Record]:
         try:
@@ -163,6 +166,23 @@ class UploadHandler:
                     detail=cap_text(event["detail"], 300), payload_size=event["payload_size"])
         key = (upload_id or f"{source.topic}/{source.partition}/{source.offset}").encode()
         return [Record(self._topics.dlq, key, encode(event), dead_letter_headers(event, exception))]
+
+
+def redrive_count(headers: Any) -> int:
+    """The redrive count in a record's headers (a list of (name, bytes) pairs); 0 when absent or
+    malformed: headers come from the producer and may be anything."""
+    try:
+        pairs = headers.items() if isinstance(headers, dict) else headers or ()
+        return next((max(0, int(value)) for name, value in pairs if name == REDRIVE_HEADER), 0)
+    except (TypeError, ValueError):
+        return 0
+
+
+def _with_rounds(record: Record, rounds: int) -> Record:
+    """A dead letter of a redriven upload keeps its round count, so redrive knows when to stop."""
+    if not rounds or not any(name == "dlq.reason" for name, _ in record.headers):
+        return record
+    return Record(record.topic, record.key, record.value, (*record.headers, (REDRIVE_HEADER, str(rounds).encode())))
 
 
 def _failure_reason(exc: BaseException) -> str:

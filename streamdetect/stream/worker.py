@@ -90,7 +90,7 @@ def build_app(
         source = Source(message.topic, message.partition, message.offset)
         started = time.monotonic()
         try:
-            records = await handler.handle(event.value, source)
+            records = await handler.handle(event.value, source, message.headers)
             await _with_retries(publish, records, source)
             metrics.count_published(records, **{name: t.get_topic_name() for name, t in outputs.items()})
             metrics.upload_seconds.observe(time.monotonic() - started)
