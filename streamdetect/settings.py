@@ -107,10 +107,22 @@ class Settings(BaseSettings):
     allow_http: bool = Field(False, description="Accept plain http:// references (otherwise https only).")
     allow_private_hosts: bool = Field(False, description="Fetch http(s) references from loopback, private and "
                                                          "link-local addresses (turns the SSRF guard off).")
+    file_root: Path | None = Field(None, json_schema_extra=_flags(path="dir"),
+                                   description="Folder that file:// references must resolve inside (symlinks "
+                                               "followed); required for allow_file.")
     fetch_timeout_s: float = Field(10.0, gt=0.0, allow_inf_nan=False, description="Image fetch timeout, seconds.")
     s3_endpoint: str | None = Field(None, description="S3-compatible endpoint URL for s3:// references (MinIO "
                                                       "and the like); unset = AWS.")
     s3_region: str | None = Field(None, description="S3 region; unset = boto3's default.")
+    fetch_threads: int = Field(8, ge=1, le=256, description="Threads fetching images; slow references wait in "
+                                                           "this pool, not in the one other work uses.")
+    fetch_retries: int = Field(2, ge=0, le=10, description="Extra attempts for an unreachable image before it is "
+                                                         "dead-lettered.")
+    model_retries: int = Field(1, ge=0, le=10, description="Extra attempts for an upload the models failed on.")
+    retry_backoff_s: float = Field(0.5, ge=0.0, le=60.0, allow_inf_nan=False,
+                                   description="First wait before a retry, doubled for each later one.")
+    model_error_limit: int = Field(5, ge=0, description="Model errors in a row after which /healthz turns "
+                                                        "unhealthy and the worker stops taking uploads; 0 = never.")
     dead_letter_payload_max_bytes: int = Field(
         256 * 1024, ge=0, le=8 * 1024 * 1024,
         description="Most bytes of an upload's payload a dead letter copies (its size and sha256 are always there).")

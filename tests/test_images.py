@@ -5,19 +5,22 @@ from __future__ import annotations
 import base64
 import io
 import json
+import os
 import pickle
 import socket
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from urllib.parse import quote, unquote
 
 import boto3
 import pytest
 from PIL import Image
 
+from streamdetect.images import http_guard
 from streamdetect.images.http_guard import is_public_address
 from streamdetect.images import REASONS, ImageError, ImagePolicy, decode_image, fetch_bytes, load_image
 
@@ -89,6 +92,17 @@ class _Handler(BaseHTTPRequestHandler):
                     self.wfile.write(b"x")
                     self.wfile.flush()
                     time.sleep(0.05)
+            elif self.path.startswith("/redirect?to="):
+                self.send_response(302)
+                self.send_header("Location", unquote(self.path.partition("=")[2]))
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+            elif self.path.startswith("/slow-redirect/"):  # each hop well inside the socket timeout
+                time.sleep(0.4)
+                self.send_response(302)
+                self.send_header("Location", f"/slow-redirect/{int(self.path.rsplit('/', 1)[1]) + 1}")
+                self.send_header("Content-Length", "0")
+                self.end_headers()
             elif self.path == "/to-file":
                 self.send_response(302)
                 self.send_header("Location", "file:///etc/passwd")
@@ -103,24 +117,97 @@ class _Handler(BaseHTTPRequestHandler):
             pass  # the client hung up on purpose
 
 
-@pytest.fixture(scope="module")
-def http_url() -> Iterator[str]:
+def serve_http(host: str) -> Iterator[str]:
     _Handler.routes = {
         "/ok.png": (200, png("RGB", (5, 4), (10, 20, 30))),
         "/forbidden.png": (403, b"denied"),
         "/broken.png": (200, b"this is not an image"),
         "/big.png": (200, b"\0" * 5000),
     }
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+    server = ThreadingHTTPServer((host, 0), _Handler)
     server.daemon_threads = True
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
+        yield f"http://{host}:{server.server_address[1]}"
     finally:
         server.shutdown()
         server.server_close()
         thread.join()
+
+
+@pytest.fixture(scope="module")
+def http_url() -> Iterator[str]:
+    yield from serve_http("127.0.0.1")
+
+
+# A loopback alias the guard is told to take for a public address (see `pretend_public`), so a
+# redirect's first hop is allowed and the hop it redirects to is what the guard judges.
+PRETEND_PUBLIC = "127.0.0.2"
+
+
+@pytest.fixture(scope="module")
+def public_url() -> Iterator[str]:
+    try:
+        socket.create_server((PRETEND_PUBLIC, 0)).close()
+    except OSError:
+        pytest.skip(f"cannot listen on {PRETEND_PUBLIC} (all of 127/8 is loopback on Linux, not everywhere)")
+    yield from serve_http(PRETEND_PUBLIC)
+
+
+@pytest.fixture
+def pretend_public(monkeypatch: pytest.MonkeyPatch) -> None:
+    real = http_guard.is_public_address
+    monkeypatch.setattr(http_guard, "is_public_address", lambda address: address == PRETEND_PUBLIC or real(address))
+
+
+@pytest.fixture
+def listener() -> Iterator[socket.socket]:
+    """An open loopback port that never accepts: a connection to it would wait in its backlog."""
+    with socket.create_server(("127.0.0.1", 0), backlog=8) as sock:
+        sock.setblocking(False)
+        yield sock
+
+
+def assert_never_connected(sock: socket.socket) -> None:
+    with pytest.raises(BlockingIOError):
+        sock.accept()[0].close()
+
+
+@pytest.fixture
+def trickler() -> Iterator[Callable[..., str]]:
+    """A raw server: call it with ``head``, sent at once, and ``slow``, sent a byte every 0.3 s."""
+    stop = threading.Event()
+    threads: list[threading.Thread] = []
+    server = socket.create_server(("127.0.0.1", 0))
+    server.settimeout(5)  # if the client never connects, the thread still ends
+
+    def serve(head: bytes, slow: bytes) -> None:
+        try:
+            conn, _ = server.accept()
+        except OSError:
+            return
+        with conn:
+            conn.recv(65536)  # the request
+            conn.sendall(head)
+            for byte in slow:
+                if stop.wait(0.3):
+                    return
+                try:
+                    conn.sendall(bytes([byte]))
+                except OSError:  # the client gave up, as it should
+                    return
+
+    def start(head: bytes, slow: bytes) -> str:
+        threads.append(threading.Thread(target=serve, args=(head, slow), daemon=True))
+        threads[-1].start()
+        return f"http://127.0.0.1:{server.getsockname()[1]}/slow.png"
+
+    yield start
+    stop.set()
+    server.close()
+    for thread in threads:
+        thread.join(5)
 
 
 # The test server is on loopback, which the SSRF guard refuses unless allow_private_hosts is set.
@@ -271,9 +358,9 @@ def test_http_oversize_with_and_without_content_length(http_url: str) -> None:
 def test_http_unreachable_and_slow(http_url: str) -> None:
     expect_error(f"http://127.0.0.1:{closed_port()}/a.png", HTTP, "unreachable")
     started = time.monotonic()
-    expect_error(f"{http_url}/trickle", ImagePolicy(allow_http=True, allow_private_hosts=True, timeout_s=0.5),
-                 "unreachable")
-    assert time.monotonic() - started < 3
+    err = expect_error(f"{http_url}/trickle", ImagePolicy(allow_http=True, allow_private_hosts=True, timeout_s=0.5),
+                       "unreachable")
+    assert time.monotonic() - started < 3 and "timed out" in err.detail
 
 
 def test_loopback_and_private_hosts_are_refused_by_default(http_url: str) -> None:
@@ -285,7 +372,94 @@ def test_loopback_and_private_hosts_are_refused_by_default(http_url: str) -> Non
     assert "127.0.0.1" in err.detail and "allow_private_hosts" in err.detail
     by_name = http_url.replace("127.0.0.1", "localhost")
     expect_error(f"{by_name}/ok.png", guarded, "not_allowed")
-    assert _Handler.requests == served  # refused after connecting, before a byte of request was sent
+    assert _Handler.requests == served  # refused before connecting (see the tests below)
+
+
+# Notations for loopback, link-local (cloud metadata) and "this host" that a URL may use.
+PRIVATE_HOSTS = ["127.0.0.1", "127.1", "0x7f.0.0.1", "2130706433", "017700000001", "localhost", "[::1]",
+                 "[::ffff:127.0.0.1]", "169.254.169.254", "[fe80::1]", "0.0.0.0", "[::]", "10.0.0.1"]
+GUARDED = ImagePolicy(allow_http=True, timeout_s=5)
+
+
+def refusal(ref: str, port: int) -> str:
+    """The not_allowed detail for ``ref``, with the port (which the URL itself names) blanked."""
+    err = expect_error(ref, GUARDED, "not_allowed")
+    assert "allow_private_hosts" in err.detail
+    for echo in ("refused", "Errno", "timed out", "reset", "retry"):  # nothing a connection said
+        assert echo not in err.detail
+    return err.detail.replace(str(port), "PORT")
+
+
+@pytest.mark.parametrize("host", PRIVATE_HOSTS)
+def test_private_targets_are_refused_before_connecting(host: str, listener: socket.socket) -> None:
+    """An open and a closed port read the same, so dead letters cannot scan internal hosts."""
+    open_port, shut_port = listener.getsockname()[1], closed_port()
+    started = time.monotonic()
+    seen_open = refusal(f"http://{host}:{open_port}/ok.png", open_port)
+    seen_closed = refusal(f"http://{host}:{shut_port}/ok.png", shut_port)
+    assert seen_open == seen_closed
+    assert time.monotonic() - started < 2  # no connect attempt waited on 169.254.169.254
+    assert_never_connected(listener)
+
+
+@pytest.mark.parametrize("host", PRIVATE_HOSTS)
+def test_redirects_to_private_targets_are_refused_before_connecting(
+    host: str, public_url: str, pretend_public: None, listener: socket.socket
+) -> None:
+    open_port, shut_port = listener.getsockname()[1], closed_port()
+
+    def via_redirect(port: int) -> str:
+        return refusal(f"{public_url}/redirect?to={quote(f'http://{host}:{port}/ok.png', safe='')}", port)
+
+    assert via_redirect(open_port) == via_redirect(shut_port)
+    assert_never_connected(listener)
+
+
+def test_redirect_to_a_public_target_is_followed(public_url: str, pretend_public: None) -> None:
+    assert fetch_bytes(f"{public_url}/redirect?to={quote(public_url + '/ok.png', safe='')}", GUARDED) == \
+        _Handler.routes["/ok.png"][1]
+
+
+def test_loopback_notations_reach_the_server_when_private_hosts_are_allowed(http_url: str) -> None:
+    port = http_url.rsplit(":", 1)[1]
+    for host in ("127.1", "0x7f.0.0.1", "2130706433"):
+        assert fetch_bytes(f"http://{host}:{port}/ok.png", HTTP) == _Handler.routes["/ok.png"][1]
+
+
+def test_connected_peer_is_checked_again(http_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """DNS rebinding: the name looked public when resolved; the peer reached is checked too."""
+    served, real, checks = _Handler.requests, http_guard.is_public_address, []
+
+    def first_answer_public(address: str) -> bool:
+        checks.append(address)
+        return len(checks) == 1 or real(address)
+
+    monkeypatch.setattr(http_guard, "is_public_address", first_answer_public)
+    expect_error(f"{http_url}/ok.png", GUARDED, "not_allowed")
+    assert checks == ["127.0.0.1", "127.0.0.1"] and _Handler.requests == served
+
+
+def fetch_thread_alive() -> bool:
+    return any(t.name == "streamdetect-fetch-deadline" for t in threading.enumerate())
+
+
+@pytest.mark.parametrize(("head", "slow"), [(b"", b"HTTP/1.1 200 OK\r\n\r\n"),
+                                           (b"HTTP/1.1 200 OK\r\n", b"X-Slow: " + b"a" * 100 + b"\r\n\r\n")],
+                         ids=["status-line", "headers"])
+def test_deadline_covers_status_line_and_headers(head: bytes, slow: bytes, trickler: Callable[..., str]) -> None:
+    url = trickler(head, slow)
+    started = time.monotonic()
+    err = expect_error(url, ImagePolicy(allow_http=True, allow_private_hosts=True, timeout_s=1), "unreachable")
+    assert 0.9 < time.monotonic() - started < 3
+    assert "timed out after 1s" in err.detail
+    assert not fetch_thread_alive()
+
+
+def test_deadline_covers_redirects(http_url: str) -> None:
+    started = time.monotonic()  # ten hops of 0.4 s each, every one inside the socket timeout
+    err = expect_error(f"{http_url}/slow-redirect/0", ImagePolicy(allow_http=True, allow_private_hosts=True,
+                                                                  timeout_s=1), "unreachable")
+    assert time.monotonic() - started < 3 and "timed out" in err.detail
 
 
 @pytest.mark.parametrize("address", ["127.0.0.1", "10.1.2.3", "172.16.0.9", "192.168.1.1", "169.254.169.254",
@@ -325,7 +499,7 @@ def test_file_refused_by_default_and_ok_when_allowed(tmp_path: Path) -> None:
     path.write_bytes(png("L", (2, 2), 7))
     ref = path.as_uri()
     expect_error(ref, ImagePolicy(), "not_allowed")
-    allowed = ImagePolicy(allow_file=True)
+    allowed = ImagePolicy(allow_file=True, file_root=tmp_path)
     assert fetch_bytes(ref, allowed) == path.read_bytes()
     assert load_image(ref, allowed).getpixel((0, 0)) == (7, 7, 7)
     expect_error((tmp_path / "missing.png").as_uri(), allowed, "not_found")
@@ -335,7 +509,84 @@ def test_file_refused_by_default_and_ok_when_allowed(tmp_path: Path) -> None:
 def test_file_oversize(tmp_path: Path) -> None:
     path = tmp_path / "big.bin"
     path.write_bytes(b"\0" * 101)
-    expect_error(path.as_uri(), ImagePolicy(allow_file=True, max_bytes=100), "too_large")
+    expect_error(path.as_uri(), ImagePolicy(allow_file=True, file_root=tmp_path, max_bytes=100), "too_large")
+
+
+def test_file_without_a_root_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "a.png"
+    path.write_bytes(png())
+    err = expect_error(path.as_uri(), ImagePolicy(allow_file=True), "not_allowed")
+    assert "set file_root" in err.detail
+
+
+@pytest.fixture
+def root(tmp_path: Path) -> Path:
+    """tmp_path/root holds in.png; tmp_path/secret.png is outside it."""
+    (tmp_path / "root").mkdir()
+    (tmp_path / "root" / "in.png").write_bytes(png("RGB", (2, 2), (1, 2, 3)))
+    (tmp_path / "secret.png").write_bytes(png("RGB", (2, 2), (9, 9, 9)))
+    return tmp_path / "root"
+
+
+def file_policy(root: Path | str) -> ImagePolicy:
+    return ImagePolicy(allow_file=True, file_root=Path(root))
+
+
+@pytest.mark.parametrize("suffix", ["/../secret.png", "/%2e%2e/secret.png",
+                                    "/../../../../../../etc/passwd", "/./../root/../secret.png"])
+def test_file_traversal_out_of_the_root_is_refused(root: Path, suffix: str) -> None:
+    err = expect_error(f"file://{root}{suffix}", file_policy(root), "not_allowed")
+    assert "outside file_root" in err.detail
+
+
+def test_file_symlinks_are_followed_and_must_stay_inside(root: Path) -> None:
+    (root / "out.png").symlink_to(root.parent / "secret.png")
+    (root / "zero").symlink_to("/dev/zero")
+    (root / "alias.png").symlink_to("in.png")
+    (root.parent / "outside").mkdir()
+    (root.parent / "outside" / "x.png").write_bytes(png())
+    (root / "sub").symlink_to(root.parent / "outside", target_is_directory=True)
+    for name in ("out.png", "zero", "sub/x.png"):
+        expect_error((root / name).as_uri(), file_policy(root), "not_allowed")
+    assert fetch_bytes((root / "alias.png").as_uri(), file_policy(root)) == (root / "in.png").read_bytes()
+    # A root given through a symlink is resolved too.
+    (root.parent / "root-link").symlink_to(root, target_is_directory=True)
+    assert fetch_bytes((root / "in.png").as_uri(), file_policy(root.parent / "root-link"))
+
+
+def test_file_fifo_without_a_writer_returns_at_once(root: Path) -> None:
+    fifo = root / "pipe.png"
+    os.mkfifo(fifo)
+    errors: list[ImageError] = []
+
+    def fetch() -> None:
+        with pytest.raises(ImageError) as info:
+            fetch_bytes(fifo.as_uri(), file_policy(root))
+        errors.append(info.value)
+
+    thread = threading.Thread(target=fetch, daemon=True)
+    thread.start()
+    thread.join(2)
+    if thread.is_alive():  # release the blocked open() so the test run can go on
+        os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+        thread.join(2)
+        pytest.fail("fetching a FIFO with no writer blocked")
+    assert errors[0].reason == "not_allowed" and "not a regular file" in errors[0].detail
+
+
+def test_file_devices_and_folders_are_refused(root: Path) -> None:
+    expect_error("file:///dev/zero", file_policy(root), "not_allowed")  # outside the root
+    err = expect_error("file:///dev/zero", file_policy("/dev"), "not_allowed")  # inside, but a device
+    assert "not a regular file" in err.detail
+    (root / "folder").mkdir()
+    expect_error((root / "folder").as_uri(), file_policy(root), "not_allowed")
+    expect_error(root.as_uri(), file_policy(root), "not_allowed")
+
+
+def test_file_escapes_are_decoded_once(root: Path) -> None:
+    path = root / "a%41 b.png"  # as a URI: a%2541%20b.png
+    path.write_bytes(png())
+    assert fetch_bytes(path.as_uri(), file_policy(root)) == path.read_bytes()
 
 
 # ---------------------------------------------------------------- references

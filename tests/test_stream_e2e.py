@@ -220,3 +220,39 @@ async def test_dead_letters_are_redriven_once_their_cause_is_fixed(
     assert headers[b"redrive-never"]["streamdetect.redrive.count"] == b"1"  # the latest letter of that key
     assert "to redrive 0 skipped: max_rounds 1 sent 0" in again
     assert exit_code == 0, worker.log_tail()
+
+
+async def test_topics_apply_keeps_hand_set_overrides_and_reports_drift_it_cannot_fix(
+    kafka_bootstrap: str, prefix: str
+) -> None:
+    from dataclasses import replace
+
+    from aiokafka.admin import AIOKafkaAdminClient
+    from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
+    from click.testing import CliRunner
+
+    from streamdetect.cli.main import main
+
+    await apply_topics(kafka_bootstrap, load_specs(), prefix)
+    admin = AIOKafkaAdminClient(bootstrap_servers=kafka_bootstrap)
+    await admin.start()
+    try:  # an operator's own override, set the way Kafka's tools set it
+        audit = prefix + "audit"
+        (current,) = await admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, audit)])
+        overrides = {e[0]: e[1] for r in current.resources for e in r[4] if e[3] == 1}
+        await admin.alter_configs([ConfigResource(ConfigResourceType.TOPIC, audit,
+                                                  configs={**overrides, "max.compaction.lag.ms": "86400000"})])
+        specs = [replace(s, config={**s.config, "retention.bytes": "1073741824"}) if s.name == "audit" else s
+                 for s in load_specs()]
+        changes = {c.topic: c for c in await apply_topics(kafka_bootstrap, specs, prefix)}
+        (after,) = await admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, audit)])
+        values = {e[0]: e[1] for r in after.resources for e in r[4]}
+    finally:
+        await admin.close()
+    assert changes[audit].action == "config" and "kept max.compaction.lag.ms" in changes[audit].detail
+    assert values["max.compaction.lag.ms"] == "86400000" and values["retention.bytes"] == "1073741824"
+    drifted = [replace(s, replication_factor=3) for s in load_specs()]
+    assert {c.action for c in await apply_topics(kafka_bootstrap, drifted, prefix)} == {"replication_drift"}
+    result = await asyncio.to_thread(CliRunner().invoke, main, ["--bootstrap", kafka_bootstrap, "--topic-prefix",
+                                                                 prefix, "topics", "apply"])
+    assert result.exit_code == 0, result.output  # the shipped specs match the topics again

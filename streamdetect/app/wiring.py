@@ -23,6 +23,7 @@ def image_policy(settings: Settings) -> ImagePolicy:
         allow_file=settings.allow_file,
         allow_http=settings.allow_http,
         allow_private_hosts=settings.allow_private_hosts,
+        file_root=settings.file_root,
         timeout_s=settings.fetch_timeout_s,
         s3_endpoint=settings.s3_endpoint,
         s3_region=settings.s3_region,
@@ -95,5 +96,15 @@ def build_handler(settings: Settings, models=None) -> UploadHandler:  # type: ig
                     hint="fit one with `streamdetect calibrate --profile "
                          f"{settings.profile} --clean-dir CLEAN/ --threshold-file FILE` and pass --threshold-file; "
                          "every verdict says threshold_source=default until then")
-    return UploadHandler(judge, image_policy(settings), topics, settings.worker_name, settings.seed, source,
-                         settings.dead_letter_payload_max_bytes)
+    from streamdetect.stream.metrics import worker_health, worker_metrics
+    from streamdetect.stream.retries import Retries
+
+    metrics, health = worker_metrics(), worker_health()
+    retries = Retries(fetch=settings.fetch_retries, model=settings.model_retries, backoff_s=settings.retry_backoff_s,
+                      model_error_limit=settings.model_error_limit)
+    return UploadHandler(
+        judge, image_policy(settings), topics, settings.worker_name, settings.seed, source,
+        settings.dead_letter_payload_max_bytes, retries, settings.fetch_threads,
+        on_retry=lambda kind: metrics.retries.labels(kind).inc(),
+        on_models_failing=lambda n: health.set_broken(f"{n} model errors in a row: the models or the device are "
+                                                      "broken; the worker stopped taking uploads"))

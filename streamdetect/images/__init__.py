@@ -1,6 +1,8 @@
 """Resolving an image reference to decoded RGB pixels, safely: ``fetch`` (data:, s3://, https://,
-file:// with limits and an SSRF guard), ``decode`` (Pillow with a pixel limit), ``policy`` (what
-is allowed). Knows nothing about models or Kafka; its calls block, so run them off the event loop.
+file:// with limits; file:// only for regular files inside ``file_root``), ``http_guard`` (the SSRF
+guard, which refuses non-public addresses before connecting, and the whole-request deadline),
+``decode`` (Pillow with a pixel limit), ``policy`` (what is allowed). Knows nothing about models or
+Kafka; its calls block, so run them off the event loop.
 """
 
 from __future__ import annotations

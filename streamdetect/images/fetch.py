@@ -1,9 +1,11 @@
 """Fetching the bytes an image reference names, within the policy's limits.
 
 A reference is one of ``data:image/...;base64,...`` (or ``base64:...``), ``s3://bucket/key``,
-``https://...`` (``http://`` and ``file://`` only when the policy allows them). Every failure is
-an :class:`ImageError` whose ``reason`` becomes the dead-letter reason and whose ``detail``
-names the reference. This module knows nothing about models or Kafka; its calls block, so run
+``https://...`` (``http://`` and ``file://`` only when the policy allows them; ``file://`` only
+for regular files inside ``file_root``). An http(s) fetch is within one deadline and, unless
+``allow_private_hosts``, refused before connecting to a non-public address (http_guard.py).
+Every failure is an :class:`ImageError` whose ``reason`` becomes the dead-letter reason and
+whose ``detail`` names the reference. This module knows nothing about models or Kafka; its calls block, so run
 them off the event loop.
 """
 
@@ -14,24 +16,24 @@ import binascii
 import http.client
 import os
 import re
+import stat
 import threading
 import time
 import urllib.error
 import urllib.request
 from typing import Any, Protocol
-from urllib.parse import unquote, urlsplit
+from urllib.parse import urlsplit
 
 import boto3
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError, ParamValidationError
 
 from streamdetect.images.policy import ImageError, ImagePolicy
-from streamdetect.images.http_guard import PrivateAddressError, public_only_handlers
+from streamdetect.images.http_guard import Deadline, PrivateAddressError, guarded_handlers
 
 _CHUNK = 64 * 1024
 
 _DATA_URI = re.compile(r"data:(?P<type>[^;,]*)(?P<params>(;[^;,]*)*),(?P<payload>.*)", re.S | re.I)
-
 
 
 def fetch_bytes(ref: str, policy: ImagePolicy) -> bytes:
@@ -107,22 +109,29 @@ class _Readable(Protocol):
     def read(self, amt: int = ..., /) -> bytes: ...
 
 
-def _read_capped(stream: _Readable, ref: str, policy: ImagePolicy, started: float) -> bytes:
-    """Read until EOF, but never more than ``max_bytes + 1`` bytes or past the deadline."""
+def _timed_out(ref: str, policy: ImagePolicy) -> ImageError:
+    return ImageError(
+        "unreachable",
+        f"fetching {shorten(ref)} timed out after {policy.timeout_s:g}s (the limit covers the whole request); "
+        "the source is too slow, retry later",
+    )
+
+
+def _read_capped(stream: _Readable, ref: str, policy: ImagePolicy, deadline: float) -> bytes:
+    """Read until EOF, but never more than ``max_bytes + 1`` bytes or past ``deadline``
+    (a time.monotonic() value)."""
     # read1 returns what has arrived instead of waiting for a full chunk, so a server that
     # trickles bytes meets the deadline check rather than holding the thread.
     read = getattr(stream, "read1", stream.read)
     buf = bytearray()
     while len(buf) <= policy.max_bytes:
         chunk = read(min(_CHUNK, policy.max_bytes + 1 - len(buf)))
+        # Checked at EOF too: the http watchdog ends a late body with an EOF, not an error.
+        if time.monotonic() >= deadline:
+            raise _timed_out(ref, policy)
         if not chunk:
             return bytes(buf)
         buf += chunk
-        if time.monotonic() - started > policy.timeout_s:
-            raise ImageError(
-                "unreachable",
-                f"download of {shorten(ref)} took longer than {policy.timeout_s:g}s; the source is too slow, retry later",
-            )
     raise _too_large(ref, f"more than {policy.max_bytes}", policy)
 
 
@@ -157,9 +166,7 @@ def _http_error(ref: str, e: urllib.error.HTTPError) -> ImageError:
     return ImageError("unreachable", f"{shorten(ref)} answered HTTP {e.code} {e.reason}; retry later")
 
 
-def _fetch_http(ref: str, scheme: str, policy: ImagePolicy) -> bytes:
-    if scheme == "http" and not policy.allow_http:
-        raise ImageError("not_allowed", f"plain http reference {shorten(ref)} is not allowed by the image policy; use https://")
+def _check_url(ref: str) -> None:
     try:
         parts = urlsplit(ref)
         if not parts.hostname or parts.port == 0:
@@ -168,51 +175,106 @@ def _fetch_http(ref: str, scheme: str, policy: ImagePolicy) -> bytes:
             raise ValueError("credentials in the URL are not supported; send a signed URL instead")
     except ValueError as e:
         raise ImageError("bad_reference", f"URL {shorten(ref)} is malformed: {e}") from e
-    guard = [] if policy.allow_private_hosts else public_only_handlers()
-    opener = urllib.request.build_opener(_PolicyRedirects(policy), *guard)
+
+
+def _fetch_http(ref: str, scheme: str, policy: ImagePolicy) -> bytes:
+    if scheme == "http" and not policy.allow_http:
+        raise ImageError("not_allowed", f"plain http reference {shorten(ref)} is not allowed by the image policy; use https://")
+    _check_url(ref)
     request = urllib.request.Request(ref, headers={"User-Agent": "streamdetect-images/1"})
-    started = time.monotonic()
-    try:
-        with opener.open(request, timeout=policy.timeout_s) as resp:
-            length = resp.headers.get("Content-Length")
-            if length is not None and length.isdigit() and int(length) > policy.max_bytes:
-                raise _too_large(ref, int(length), policy)
-            return _read_capped(resp, ref, policy, started)
-    except urllib.error.HTTPError as e:
-        e.close()
-        raise _http_error(ref, e) from e
-    except ImageError:
-        raise
-    except (OSError, ValueError, http.client.HTTPException) as e:  # URLError, timeouts, resets, bad responses
-        reason = e.reason if isinstance(e, urllib.error.URLError) else e
-        if isinstance(reason, PrivateAddressError):
-            raise ImageError("not_allowed", f"{shorten(ref)}: {reason}; the image policy fetches from public "
-                                            "addresses only (allow_private_hosts)") from e
-        raise ImageError("unreachable", f"could not fetch {shorten(ref)}: {reason}; retry later") from e
+    with Deadline(policy.timeout_s) as deadline:
+        opener = urllib.request.build_opener(
+            _PolicyRedirects(policy), *guarded_handlers(deadline, public_only=not policy.allow_private_hosts)
+        )
+        try:
+            with opener.open(request, timeout=policy.timeout_s) as resp:
+                length = resp.headers.get("Content-Length")
+                if length is not None and length.isdigit() and int(length) > policy.max_bytes:
+                    raise _too_large(ref, int(length), policy)
+                return _read_capped(resp, ref, policy, deadline.end)
+        except urllib.error.HTTPError as e:
+            e.close()
+            raise _http_error(ref, e) from e
+        except ImageError:
+            raise
+        except (OSError, ValueError, http.client.HTTPException) as e:  # URLError, timeouts, resets, bad responses
+            raise _http_failure(ref, e, deadline.passed, policy) from e
+
+
+def _http_failure(ref: str, e: Exception, late: bool, policy: ImagePolicy) -> ImageError:
+    """The error for a fetch that got no HTTP status. A refused private target says the same
+    whatever its port would have answered: the guard refused it before connecting."""
+    reason = e.reason if isinstance(e, urllib.error.URLError) else e
+    if isinstance(reason, PrivateAddressError):
+        return ImageError("not_allowed", f"{shorten(ref)}: {reason}; the image policy fetches from public "
+                                         "addresses only (allow_private_hosts)")
+    if late or isinstance(reason, TimeoutError):  # the watchdog's shutdown reads as a reset or EOF
+        return _timed_out(ref, policy)
+    return ImageError("unreachable", f"could not fetch {shorten(ref)}: {reason}; retry later")
 
 
 # -- file
 
 
 def _fetch_file(ref: str, policy: ImagePolicy) -> bytes:
+    path = _file_path(ref, policy)
+    fd = _open_regular(ref, path)
+    with os.fdopen(fd, "rb") as f:
+        size = os.fstat(f.fileno()).st_size
+        if size > policy.max_bytes:
+            raise _too_large(ref, size, policy)
+        try:
+            return _read_capped(f, ref, policy, time.monotonic() + policy.timeout_s)
+        except OSError as e:
+            raise ImageError("unreachable", f"could not read file {shorten(ref)}: {e}; retry later") from e
+
+
+def _file_path(ref: str, policy: ImagePolicy) -> str:
+    """The real path (symlinks followed) ``ref`` names, refused unless inside ``file_root``."""
     if not policy.allow_file:
         raise ImageError("not_allowed", f"file reference {shorten(ref)} is not allowed by the image policy; upload the image instead")
+    if policy.file_root is None:
+        raise ImageError("not_allowed", f"file reference {shorten(ref)} is refused: allow_file is on but file_root is "
+                                        "unset; set file_root to the folder file:// references may read")
     parts = urlsplit(ref)
     if parts.netloc not in ("", "localhost") or not parts.path:
         raise ImageError("bad_reference", f"file reference {shorten(ref)} must be file:///absolute/path")
-    path = urllib.request.url2pathname(unquote(parts.path))
     try:
-        with open(path, "rb") as f:
-            size = os.fstat(f.fileno()).st_size
-            if size > policy.max_bytes:
-                raise _too_large(ref, size, policy)
-            return _read_capped(f, ref, policy, time.monotonic())
-    except (FileNotFoundError, IsADirectoryError, NotADirectoryError) as e:
-        raise ImageError("not_found", f"file {shorten(ref)} does not exist or is not a file") from e
+        # url2pathname decodes %-escapes itself; decoding twice would turn %252e into '.'.
+        path = os.path.realpath(urllib.request.url2pathname(parts.path))
+        root = os.path.realpath(policy.file_root)
+        inside = os.path.commonpath([path, root]) == root
+    except ValueError as e:  # a NUL byte in the path
+        raise ImageError("bad_reference", f"file reference {shorten(ref)} is not a usable path ({e})") from e
+    if not inside:
+        raise ImageError("not_allowed", f"file {shorten(ref)} resolves outside file_root {str(root)!r}; "
+                                        "only files inside it may be referenced")
+    return path
+
+
+def _open_regular(ref: str, path: str) -> int:
+    """Open ``path`` for reading only if it is a regular file. FIFOs, devices and sockets are
+    refused without blocking: stat before opening (opening some devices has side effects),
+    O_NONBLOCK so a FIFO swapped in meanwhile opens at once, fstat on what was opened."""
+    try:
+        if not stat.S_ISREG(os.stat(path).st_mode):
+            raise _not_regular(ref)
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_NOCTTY | os.O_CLOEXEC)
+    except (FileNotFoundError, NotADirectoryError) as e:
+        raise ImageError("not_found", f"file {shorten(ref)} does not exist; check the path") from e
     except PermissionError as e:
-        raise ImageError("forbidden", f"file {shorten(ref)} is not readable by this service") from e
-    except OSError as e:
-        raise ImageError("unreachable", f"could not read file {shorten(ref)}: {e}") from e
+        raise ImageError("forbidden", f"file {shorten(ref)} is not readable by this service; fix its permissions") from e
+    except OSError as e:  # ELOOP: the last component became a symlink after realpath
+        raise ImageError("unreachable", f"could not open file {shorten(ref)}: {e}; retry later") from e
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise _not_regular(ref)
+    return fd
+
+
+def _not_regular(ref: str) -> ImageError:
+    return ImageError("not_allowed", f"file {shorten(ref)} is not a regular file (a folder, FIFO, device or socket); "
+                                     "only regular files are read")
 
 
 # -- s3
@@ -282,7 +344,7 @@ def _fetch_s3(ref: str, policy: ImagePolicy) -> bytes:
         try:
             if response.get("ContentLength", 0) > policy.max_bytes:
                 raise _too_large(ref, response["ContentLength"], policy)
-            return _read_capped(body, ref, policy, started)
+            return _read_capped(body, ref, policy, started + policy.timeout_s)
         finally:
             body.close()  # drops the connection rather than draining an oversize body
     except ImageError:

@@ -4,6 +4,7 @@ becomes (its ``reason`` is the dead-letter reason)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 REASONS = ("bad_reference", "not_allowed", "not_found", "forbidden", "unreachable", "too_large", "undecodable")
 
@@ -26,8 +27,10 @@ class ImageError(Exception):
 class ImagePolicy:
     """What references may be resolved, and how big they may be.
 
-    ``timeout_s`` bounds connecting, each read, and (checked between chunks) the whole download,
-    so a server that trickles bytes cannot hold a worker thread indefinitely.
+    ``timeout_s`` bounds a whole http(s) request (connect, status line, headers, redirects and
+    body: http_guard.Deadline), so a server that trickles bytes cannot hold a worker thread; for
+    file:// and s3:// it bounds each read and, checked between chunks, the download.
+    ``file_root`` is the folder file:// references must resolve inside; without it, none is read.
     """
 
     max_bytes: int = 10 * 1024 * 1024
@@ -36,6 +39,7 @@ class ImagePolicy:
     allow_http: bool = False
     # Fetch http(s) references from loopback, private and link-local addresses (http_guard.py).
     allow_private_hosts: bool = False
+    file_root: Path | None = None
     timeout_s: float = 10.0
     s3_endpoint: str | None = None
     s3_region: str | None = None

@@ -40,8 +40,16 @@ async def require_topics(bootstrap: str, topics: list[str], prefix: str = "") ->
 @dataclass(frozen=True)
 class Change:
     topic: str
-    action: str  # created | partitions | config | unchanged | cannot_shrink
+    action: str  # created | partitions | config | unchanged | cannot_shrink | replication_drift
     detail: str = ""
+
+    @property
+    def is_drift(self) -> bool:
+        """A difference from the spec that apply cannot fix: the operator must act."""
+        return self.action in DRIFT
+
+
+DRIFT = ("cannot_shrink", "replication_drift")
 
 
 async def apply_topics(bootstrap: str, specs: list[TopicSpec], prefix: str = "") -> list[Change]:
@@ -77,35 +85,61 @@ async def _create(admin: AIOKafkaAdminClient, name: str, spec: TopicSpec) -> boo
 
 async def _update(admin: AIOKafkaAdminClient, name: str, spec: TopicSpec) -> list[Change]:
     changes = []
-    current = await _partition_count(admin, name)
+    partitions = await _partitions(admin, name)
+    current, replication = len(partitions), min(len(p["replicas"]) for p in partitions)
     if spec.partitions > current:
         await admin.create_partitions({name: NewPartitions(total_count=spec.partitions)})
         changes.append(Change(name, "partitions", f"{current} -> {spec.partitions}"))
     elif spec.partitions < current:
         changes.append(Change(name, "cannot_shrink", f"has {current} partitions, spec asks {spec.partitions}"))
-    differing = await _differing_config(admin, name, spec.config)
-    if differing:
-        await admin.alter_configs([ConfigResource(ConfigResourceType.TOPIC, name, configs=spec.config)])
-        changes.append(Change(name, "config", ", ".join(f"{k}={v}" for k, v in sorted(differing.items()))))
+    if replication != spec.replication_factor:
+        changes.append(Change(name, "replication_drift", f"has replication factor {replication}, spec asks "
+                              f"{spec.replication_factor}: reassign its partitions (kafka-reassign-partitions)"))
+    changes.extend(await _apply_config(admin, name, spec.config))
     return changes or [Change(name, "unchanged")]
 
 
-async def _partition_count(admin: AIOKafkaAdminClient, name: str) -> int:
+async def _partitions(admin: AIOKafkaAdminClient, name: str) -> list[dict]:
     """Partitions of an existing topic, waiting out metadata that has not caught up with a
     creation yet (it reports the topic with an error or without partitions for a moment)."""
     for _ in range(METADATA_ATTEMPTS):
         (described,) = await admin.describe_topics([name])
         if described["error_code"] == 0 and described["partitions"]:
-            return len(described["partitions"])
+            return list(described["partitions"])
         await asyncio.sleep(0.5)
     raise RuntimeError(f"topic {name} exists but its metadata never became readable")
 
 
-async def _differing_config(admin: AIOKafkaAdminClient, name: str, wanted: dict[str, str]) -> dict[str, str]:
+async def _partition_count(admin: AIOKafkaAdminClient, name: str) -> int:
+    return len(await _partitions(admin, name))
+
+
+async def _apply_config(admin: AIOKafkaAdminClient, name: str, wanted: dict[str, str]) -> list[Change]:
+    """Set the spec's configs and keep every other override on the topic. Kafka's AlterConfigs
+    (the only one aiokafka speaks) replaces a topic's whole set of overrides, so the overrides an
+    operator set by hand are read first and sent back with the spec's: an incremental change."""
+    values, overrides = await _configs(admin, name)
+    differing = {k: v for k, v in wanted.items() if values.get(k) != v}
+    if not differing:
+        return []
+    kept = {k: v for k, v in overrides.items() if k not in wanted}
+    await admin.alter_configs([ConfigResource(ConfigResourceType.TOPIC, name, configs={**kept, **wanted})])
+    detail = ", ".join(f"{k}={v}" for k, v in sorted(differing.items()))
+    return [Change(name, "config", detail + (f" (kept {', '.join(sorted(kept))})" if kept else ""))]
+
+
+DYNAMIC_TOPIC_CONFIG = 1  # DescribeConfigs config_source: an override set on this topic
+
+
+async def _configs(admin: AIOKafkaAdminClient, name: str) -> tuple[dict[str, str], dict[str, str]]:
+    """Every config value of the topic, and those of them that are overrides set on the topic."""
     responses = await admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, name)])
-    current: dict[str, str] = {}
+    values: dict[str, str] = {}
+    overrides: dict[str, str] = {}
     for response in responses:
         for resource in response.resources:
-            for entry in resource[4]:  # (name, value, read_only, ...) per config entry
-                current[entry[0]] = entry[1]
-    return {k: v for k, v in wanted.items() if current.get(k) != v}
+            for entry in resource[4]:  # (name, value, read_only, config_source, is_sensitive, ...)
+                values[entry[0]] = entry[1]
+                if len(entry) > 4 and entry[3] == DYNAMIC_TOPIC_CONFIG and entry[1] is not None:
+                    overrides[entry[0]] = entry[1]
+    return values, overrides
