@@ -2,8 +2,9 @@
 
 Everything after ``parse_upload`` works on the ``Upload`` it returns: the deadline is a
 timezone-aware datetime, the id is encodable as a record key, and every way a message can be
-malformed (not JSON, nested too deep, a number too long to parse, a date the schema accepts but
-the parser does not) is one SchemaError naming it, never another exception.
+malformed (not JSON, NaN or Infinity literals, a key given twice, nested too deep, a number too
+long to parse, a date the schema accepts but the parser does not) is one SchemaError naming it,
+never another exception.
 """
 
 from __future__ import annotations
@@ -70,9 +71,27 @@ def parse_upload(raw: bytes) -> Upload:
                   submitted_at=event.get("submitted_at"), deadline=deadline, metadata=event.get("metadata", {}))
 
 
+class _NotStrictJSON(ValueError):
+    """NaN/Infinity literals (not JSON, RFC 8259) or a key given twice (readers disagree which wins)."""
+
+
+def _no_constants(name: str) -> Any:
+    raise _NotStrictJSON(f"{name} is not a JSON value")
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    keys = [key for key, _ in pairs]
+    if len(set(keys)) != len(keys):
+        twice = sorted({key for key in keys if keys.count(key) > 1})
+        raise _NotStrictJSON(f"key {twice[0][:64]!r} appears more than once in one object")
+    return dict(pairs)
+
+
 def _json_object(raw: bytes) -> dict[str, Any]:
     try:
-        event = json.loads(raw)
+        event = json.loads(raw, parse_constant=_no_constants, object_pairs_hook=_unique_keys)
+    except _NotStrictJSON as exc:
+        raise UploadError(f"not strict JSON: {exc}") from None
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise UploadError(f"not JSON: {exc}") from None
     except RecursionError:

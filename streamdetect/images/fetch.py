@@ -158,9 +158,14 @@ class _PolicyRedirects(urllib.request.HTTPRedirectHandler):
 def _http_error(ref: str, e: urllib.error.HTTPError) -> ImageError:
     if e.code in (404, 410):
         return ImageError("not_found", f"{shorten(ref)} answered HTTP {e.code}: no image there; check the URL")
-    if 300 <= e.code < 400:  # urllib refuses redirects to schemes other than http(s)/ftp itself
-        target = shorten(e.headers.get("Location", "?"))
-        return ImageError("not_allowed", f"{shorten(ref)} redirects to {target}, which the image policy does not allow")
+    if 300 <= e.code < 400:
+        location = e.headers.get("Location", "?")
+        if urlsplit(location).scheme.lower() in ("", "http", "https"):  # urllib gave up: a loop, or too many hops
+            return ImageError("bad_reference", f"{shorten(ref)} redirects in a loop or more than "
+                                               f"{_PolicyRedirects.max_redirections} times; send the final URL")
+        # urllib refuses redirects to schemes other than http(s)/ftp itself
+        return ImageError("not_allowed", f"{shorten(ref)} redirects to {shorten(location)}, which the image policy "
+                                         "does not allow")
     if e.code in (401, 403, 407):
         return ImageError("forbidden", f"{shorten(ref)} answered HTTP {e.code}: access denied; make it readable or send a signed URL")
     return ImageError("unreachable", f"{shorten(ref)} answered HTTP {e.code} {e.reason}; retry later")
