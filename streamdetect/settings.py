@@ -18,7 +18,7 @@ from contextvars import ContextVar
 from pathlib import Path
 from typing import Any, Literal, Mapping
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, EnvSettingsSource, PydanticBaseSettingsSource, SettingsConfigDict
 
 ENV_PREFIX = "STREAMDETECT_"
@@ -98,6 +98,16 @@ class Settings(BaseSettings):
     # the broker evicts the worker (must exceed the longest wait for one upload to finish).
     commit_interval_s: float = Field(2.8, gt=0.0, allow_inf_nan=False,
                                      description="Seconds between commits of acknowledged offsets.")
+    session_timeout_s: float = Field(10.0, ge=6.0, le=300.0, allow_inf_nan=False,
+                                     description="Seconds without a heartbeat before the group hands a worker's "
+                                                 "partitions to the others (faust's default is 60).")
+    heartbeat_interval_s: float = Field(3.0, gt=0.0, le=100.0, allow_inf_nan=False,
+                                        description="Seconds between group heartbeats; at most a third of "
+                                                    "session_timeout_s.")
+    group_instance_id: str | None = Field(None, min_length=1,
+                                          description="Static group membership: a worker restarted with the same id "
+                                                      "(e.g. a StatefulSet pod name) takes its partitions back "
+                                                      "without a rebalance.")
     max_poll_interval_s: float = Field(1000.0, gt=0.0, allow_inf_nan=False,
                                        description="Longest gap between polls before the broker evicts the worker.")
     # Image references
@@ -143,6 +153,13 @@ class Settings(BaseSettings):
         if isinstance(value, bool) and annotation in (int, float):
             raise ValueError("expected a number, not a boolean")
         return value
+
+    @model_validator(mode="after")
+    def _heartbeats_fit_the_session(self) -> Settings:
+        if self.heartbeat_interval_s * 3 > self.session_timeout_s:
+            raise ValueError(f"heartbeat_interval_s={self.heartbeat_interval_s} must be at most a third of "
+                             f"session_timeout_s={self.session_timeout_s}")
+        return self
 
     @field_validator("bootstrap")
     @classmethod
@@ -271,7 +288,10 @@ def _explain(exc: ValidationError, config_file: Path | None, env: Mapping[str, s
     """One line per bad field: its name, the value, where the value came from, what is expected."""
     lines = []
     for error in exc.errors():
-        name = str(error["loc"][0]) if error["loc"] else "(settings)"
+        if not error["loc"]:  # a rule across fields
+            lines.append(f"settings are inconsistent: {error['msg'].removeprefix('Value error, ')}")
+            continue
+        name = str(error["loc"][0])
         value = error.get("input")
         if name in given:
             origin = "from the command line"

@@ -40,3 +40,33 @@ def _explicit_bootstrap(ctx: click.Context) -> str | None:
     """A broker the user named; otherwise the bench starts its own."""
     return ctx.find_root().obj["overrides"].get("bootstrap") or os.environ.get("KAFKA_BOOTSTRAP") or os.environ.get(
         "STREAMDETECT_BOOTSTRAP")
+
+
+@click.command("bench-recovery")
+@click.option("--rate", type=click.FloatRange(min=1), default=20, show_default=True, help="Uploads sent per second.")
+@click.option("--before", "before_s", type=click.FloatRange(min=1), default=6, show_default=True,
+              help="Seconds of traffic before one of the two workers is SIGKILLed.")
+@click.option("--after", "after_s", type=click.FloatRange(min=5), default=25, show_default=True,
+              help="Seconds of traffic after the kill.")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path),
+              help="Also write the results as JSON to this file.")
+@click.pass_context
+def bench_recovery(ctx: click.Context, rate: float, before_s: float, after_s: float, json_path: Path | None) -> None:
+    """Kill one of two workers mid-stream and measure how long its partitions sit idle (the worst
+    time from sending an upload to its verdict after the kill), how many uploads are judged twice,
+    and that none is lost. Uses the worker's session and heartbeat settings (session_timeout_s)."""
+    import asyncio
+    import tempfile
+
+    from streamdetect.bench.local_broker import Broker
+    from streamdetect.bench.recovery import measure_recovery
+
+    settings = settings_from_context(ctx)
+    env = {f"STREAMDETECT_{name.upper()}": str(getattr(settings, name))
+           for name in ("session_timeout_s", "heartbeat_interval_s", "commit_interval_s")}
+    with tempfile.TemporaryDirectory(prefix="streamdetect-recovery-") as tmp:
+        with Broker(Path(tmp) / "kafka", external=_explicit_bootstrap(ctx) or "") as broker:
+            result = asyncio.run(measure_recovery(broker.bootstrap, Path(tmp), rate, before_s, after_s, env))
+    click.echo(json.dumps(result, indent=2))
+    if json_path is not None:
+        json_path.write_text(json.dumps(result, indent=2) + "\n")

@@ -68,6 +68,11 @@ def build_app(
         stream_buffer_maxsize=settings.max_in_flight,
         broker_commit_interval=settings.commit_interval_s,
         broker_max_poll_interval=settings.max_poll_interval_s,
+        # faust waits 60 s for a silent member by default: a killed worker's partitions sat idle
+        # that long. Static membership (group_instance_id) lets a restarted pod take them back at once.
+        broker_session_timeout=settings.session_timeout_s,
+        broker_heartbeat_interval=settings.heartbeat_interval_s,
+        consumer_group_instance_id=settings.group_instance_id,
     )
     tracker = OffsetTracker()
     positions = PartitionPositions(settings.bootstrap, settings.group_id)
