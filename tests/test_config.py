@@ -126,3 +126,22 @@ def test_help_shows_the_settings_default() -> None:
 def test_a_misspelt_variable_stops_a_command_with_a_usage_error() -> None:
     result = CliRunner().invoke(main, ["models", "prepare", "--profile", "mini"], env={"STREAMDETECT_MAX_INFLIGHT": "2"})
     assert result.exit_code == 2 and "did you mean STREAMDETECT_MAX_IN_FLIGHT" in result.output
+
+
+def test_a_repeating_library_error_is_let_through_once_per_window_with_a_count() -> None:
+    import logging
+
+    from streamdetect.logs import RepeatLimiter
+
+    limiter = RepeatLimiter(window_s=60)
+
+    def record(msg: str, level: int = logging.ERROR) -> logging.LogRecord:
+        return logging.LogRecord("aiokafka", level, __file__, 1, msg, None, None)
+
+    kept = [limiter.filter(record("Unable connect to node 1")) for _ in range(76)]
+    assert kept.count(True) == 1  # 76 a second in an outage: one line
+    assert limiter.filter(record("another error"))  # other messages are not held back
+    assert all(limiter.filter(record("info", logging.INFO)) for _ in range(3))
+    limiter.window_s = 0
+    later = record("Unable connect to node 1")
+    assert limiter.filter(later) and "75 more like it" in later.msg

@@ -148,6 +148,15 @@ async def test_good_uploads_get_verdicts_and_bad_ones_dead_letters(
     alerts = await read_until(kafka_bootstrap, prefix + "alerts", lambda e: len(e) >= len(flagged), 10)
     assert {a["upload_id"] for a in alerts} == flagged
     assert exit_code == 0, worker.log_tail()
+    not_json = [line for line in worker.log_path.read_text().splitlines() if line.strip() and not _is_json(line)]
+    assert not not_json, f"with log_json, {len(not_json)} worker lines are not JSON, e.g. {not_json[:3]}"
+
+
+def _is_json(line: str) -> bool:
+    try:
+        return isinstance(json.loads(line), dict)
+    except ValueError:
+        return False
 
 
 async def test_worker_killed_mid_stream_loses_nothing(

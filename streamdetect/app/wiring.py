@@ -44,9 +44,10 @@ def prepare_models(settings: Settings) -> str:
 def load_profile_models(settings: Settings):  # type: ignore[no-untyped-def]
     """The configured models: the profile's, or the zoo in stochastic mode (detector_settings.py)."""
     from streamdetect.app.detector_config import load_detector_models
-    from streamdetect.models._torch import set_cpu_threads
+    from streamdetect.models._torch import quiet_model_libraries, set_cpu_threads
 
     set_cpu_threads(settings.cpu_threads)
+    quiet_model_libraries()
     return load_detector_models(settings)
 
 

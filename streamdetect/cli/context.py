@@ -26,6 +26,9 @@ def settings_from_context(ctx: click.Context, **overrides: Any) -> Settings:
 
 
 def warn_if_tiny(settings: Settings) -> None:
-    """Say so when a command that judges images runs on the random-weight models."""
+    """Say so when a command that judges images runs on the random-weight models (a log line, so
+    it is JSON too when logs are)."""
     if settings.profile == "tiny":
-        click.echo(f"warning: {TINY_WARNING}", err=True)
+        import structlog
+
+        structlog.get_logger(__name__).warning("profile.tiny", detail=TINY_WARNING)

@@ -32,3 +32,16 @@ def set_cpu_threads(threads: int) -> None:
     """
     if threads > 0:
         torch.set_num_threads(threads)
+
+
+def quiet_model_libraries() -> None:
+    """No progress bars and only warnings from diffusers and transformers: a service's log is
+    read by collectors, one record a line, not drawn on a terminal."""
+    from diffusers.utils import logging as diffusers_logging
+    from transformers.utils import logging as transformers_logging
+
+    for library in (diffusers_logging, transformers_logging):
+        library.disable_progress_bar()
+        library.set_verbosity_warning()
+        library.disable_default_handler()  # their own stderr handler: records go to the root's instead
+        library.enable_propagation()

@@ -21,6 +21,7 @@ hardware (the paper profile is about 15 s per image on an A6000).
 from __future__ import annotations
 
 import asyncio
+import logging
 import tempfile
 import time
 from pathlib import Path
@@ -29,6 +30,7 @@ import faust
 import structlog
 from faust.types import TP
 
+from streamdetect.logs import stdlib_config
 from streamdetect.settings import Settings
 from streamdetect.events import Source
 from streamdetect.stream.handler import Record, UploadHandler
@@ -194,7 +196,9 @@ def run_worker(settings: Settings, handler: UploadHandler) -> None:
     health.models_loaded = True
     server = start_metrics_server(metrics, health, settings.metrics_host, settings.metrics_port)
     app = build_app(settings, handler, metrics, health)
-    worker = faust.Worker(app, loglevel=settings.log_level.upper(), quiet=True)
+    level = getattr(logging, settings.log_level.upper())
+    worker = faust.Worker(app, loglevel=settings.log_level.upper(), quiet=True,
+                          logging_config=stdlib_config(level, settings.log_json))
     try:
         worker.execute_from_commandline()
     finally:
