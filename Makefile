@@ -6,7 +6,7 @@
 SHELL := /bin/bash
 PYTHON ?= python3
 export STREAMDETECT_CACHE ?= $(HOME)/.cache/streamdetect
-LOCK_KEY := $(shell cat requirements.lock | sha256sum | cut -c1-12)
+LOCK_KEY := $(shell cat requirements.lock requirements-test.lock | sha256sum | cut -c1-12)
 VENV := $(STREAMDETECT_CACHE)/venv-$(LOCK_KEY)
 PY := $(VENV)/bin/python
 KAFKA := deploy/kafka/kafka.sh
@@ -18,14 +18,16 @@ export TRANSFORMERS_OFFLINE := 1
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
 
-# No prerequisite on requirements.lock: the folder name already carries the lock's hash, and a
+# requirements.lock pins what the service runs with (the image installs only it);
+# requirements-test.lock pins the test tools on top (pytest, moto, import-linter, ...).
+# No prerequisite on the locks: the folder name already carries their hash, and a
 # fresh clone's newer file time must not rebuild a venv that matches it.
 $(VENV)/.complete:
-	@echo "setup: creating $(VENV) from requirements.lock"
+	@echo "setup: creating $(VENV) from requirements.lock and requirements-test.lock"
 	rm -rf $(VENV)
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install -q --upgrade pip setuptools
-	$(VENV)/bin/pip install -q -r requirements.lock
+	$(VENV)/bin/pip install -q -r requirements.lock -r requirements-test.lock
 	touch $@
 
 venv: $(VENV)/.complete  ## create the cached virtual environment, install this clone into it

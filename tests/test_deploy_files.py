@@ -538,3 +538,14 @@ def test_the_probed_paths_are_served_by_the_worker_endpoint() -> None:
             urllib.request.urlopen(f"http://127.0.0.1:{server.address[1]}/nope", timeout=5)
     finally:
         server.stop()
+
+
+def test_the_image_installs_the_runtime_lock_only_and_the_locks_do_not_overlap() -> None:
+    def names(path: Path) -> set[str]:
+        return {line.split("==")[0].lower().replace("_", "-") for line in path.read_text().splitlines() if line.strip()}
+
+    runtime, test = names(ROOT / "requirements.lock"), names(ROOT / "requirements-test.lock")
+    assert not runtime & test
+    assert {"pytest", "moto", "import-linter", "scikit-learn"} <= test and not {"pytest", "moto"} & runtime
+    assert {"torch", "faust-streaming", "pydantic-settings", "scipy", "rfc3339-validator"} <= runtime
+    assert "requirements-test.lock" not in DOCKERFILE.read_text()
