@@ -13,7 +13,7 @@ KAFKA := deploy/kafka/kafka.sh
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: help setup venv jars kafka-start kafka-stop topics demo lint-imports test bench clean
+.PHONY: help setup venv jars kafka-start kafka-stop topics demo lint-imports test bench soak recovery clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -62,6 +62,14 @@ test: setup lint-imports  ## import contracts, then the whole test suite (starts
 bench: setup  ## reference vs engine vs stream vs bare Kafka, tiny models (own broker unless KAFKA_BOOTSTRAP); writes .run/bench.json
 	@mkdir -p .run
 	$(PY) -m streamdetect.cli bench --profile tiny --json .run/bench.json
+
+soak: setup  ## stream through one worker for MINUTES (default 10) and report its memory slope; writes .run/soak.json
+	@mkdir -p .run
+	$(PY) -m streamdetect.cli --log-level warning bench-soak --minutes $${MINUTES:-10} --json .run/soak.json
+
+recovery: setup  ## kill one of two workers mid-stream: takeover time and duplicates; writes .run/recovery.json
+	@mkdir -p .run
+	$(PY) -m streamdetect.cli --log-level warning bench-recovery --json .run/recovery.json
 
 clean:  ## remove this clone's run state (the cache stays)
 	rm -rf .run .venv

@@ -70,3 +70,27 @@ def bench_recovery(ctx: click.Context, rate: float, before_s: float, after_s: fl
     click.echo(json.dumps(result, indent=2))
     if json_path is not None:
         json_path.write_text(json.dumps(result, indent=2) + "\n")
+
+
+@click.command("bench-soak")
+@click.option("--minutes", type=click.FloatRange(min=1), default=10, show_default=True, help="How long to stream.")
+@click.option("--rate", type=click.FloatRange(min=1), default=50, show_default=True, help="Uploads sent per second.")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path),
+              help="Also write the results as JSON to this file.")
+@click.pass_context
+def bench_soak(ctx: click.Context, minutes: float, rate: float, json_path: Path | None) -> None:
+    """Stream uploads through one worker (real worker, instant null models) and report the slope
+    of its resident memory in MB per hour, fitted after the first fifth of the run."""
+    import asyncio
+    import tempfile
+
+    from streamdetect.bench.local_broker import Broker
+    from streamdetect.bench.soak import soak
+
+    settings_from_context(ctx)
+    with tempfile.TemporaryDirectory(prefix="streamdetect-soak-") as tmp:
+        with Broker(Path(tmp) / "kafka", external=_explicit_bootstrap(ctx) or "") as broker:
+            result = asyncio.run(soak(broker.bootstrap, Path(tmp), minutes, rate))
+    click.echo(json.dumps(result, indent=2))
+    if json_path is not None:
+        json_path.write_text(json.dumps(result, indent=2) + "\n")

@@ -50,7 +50,7 @@ def main(ctx: click.Context, config_file: Path | None, **overrides: Any) -> None
 
 
 def _register() -> None:
-    from streamdetect.cli.bench import bench, bench_recovery
+    from streamdetect.cli.bench import bench, bench_recovery, bench_soak
     from streamdetect.cli.demo import demo
     from streamdetect.cli.dlq import dlq
     from streamdetect.cli.mini import attack, mini
@@ -59,7 +59,7 @@ def _register() -> None:
     from streamdetect.cli.stream import alerts, replay, submit, worker
     from streamdetect.cli.topics import topics
 
-    for command in (worker, submit, alerts, replay, dlq, topics, models, demo, bench, bench_recovery, eval_command,
+    for command in (worker, submit, alerts, replay, dlq, topics, models, demo, bench, bench_recovery, bench_soak, eval_command,
                     calibrate_command, mini, attack):
         main.add_command(command)
 
