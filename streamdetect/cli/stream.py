@@ -24,7 +24,8 @@ def worker(ctx: click.Context, **overrides: Any) -> None:
     flagged) and anything that cannot be judged to dlq. Runs until SIGINT or SIGTERM.
 
     Offsets are committed only after an upload's verdict or dead letter is on the broker, so a
-    crash re-judges at most the uploads that were in flight (at-least-once, keyed by upload_id).
+    crash re-judges the uploads in flight and those published since the last commit
+    (at-least-once, keyed by upload_id).
     Without --threshold-file (or an explicit --threshold) the threshold is not calibrated for
     the models: the worker says so at start and in every verdict (threshold_source).
     """
