@@ -217,7 +217,8 @@ async def test_model_errors_are_retried_and_a_run_of_them_trips_the_breaker() ->
     for _ in range(3):
         event = json.loads((await handler.handle(upload(), SOURCE))[0].value)
         assert event["reason"] == "model_error"
-    assert len(attempts) == 6 and tripped == [3]  # each tried twice; the third in a row trips it
+    # each tried twice; at the third in a row a known-good probe fails too, and that trips it
+    assert attempts.count("u1") == 6 and attempts.count("streamdetect-probe") == 1 and tripped == [3]
     handler.breaker.success()
     assert handler.breaker.in_a_row == 0  # a verdict ends the run
 
@@ -247,3 +248,22 @@ async def test_a_redriven_uploads_dead_letter_keeps_its_round_count_and_odd_head
     assert all(name != REDRIVE_HEADER for name, _ in verdict[0].headers)  # verdicts carry no round count
     for odd in (None, [("x", None)], [(REDRIVE_HEADER, b"many")], {REDRIVE_HEADER: b"1"}, [("only-one",)], 7):
         assert redrive_count(odd) in (0, 1)
+
+
+async def test_uploads_that_fail_the_models_cannot_take_a_working_worker_out_of_service() -> None:
+    """A poisoned upload fails the models every time; the breaker asks a known-good probe before it
+    trips, and the probe works, so five poisoned uploads in a row are five dead letters, no outage."""
+    from streamdetect.stream.retries import Retries
+
+    tripped: list[int] = []
+
+    async def poisoned_by_caption(*, upload_id, caption, **_):  # type: ignore[no-untyped-def]
+        if caption == "poison":
+            raise RuntimeError("tokenizer failed")
+        return FixedVerdict(upload_id, 0.9, caption or "probe", "model")
+
+    handler = UploadHandler(poisoned_by_caption, ImagePolicy(), TOPICS, "w",
+                            retries=Retries(model=0, model_error_limit=3), on_models_failing=tripped.append)
+    for _ in range(5):
+        assert json.loads((await handler.handle(upload(caption="poison"), SOURCE))[0].value)["reason"] == "model_error"
+    assert tripped == [] and not handler.breaker.tripped

@@ -54,13 +54,16 @@ class UploadError(SchemaError):
 def parse_upload(raw: bytes) -> Upload:
     """Parse and validate one message value; UploadError on anything else."""
     event = _json_object(raw)
-    hint = _usable_id(event.get("upload_id"))
+    hint = _utf8_text(event.get("upload_id"))
     try:
         validate("upload", event)
     except SchemaError as exc:
         raise UploadError(exc.detail, hint) from None
     if hint is None:
         raise UploadError("upload_id: not valid Unicode (a lone surrogate?); it must be encodable as UTF-8")
+    for name in ("image", "caption", "submitted_at", "deadline"):
+        if name in event and _utf8_text(event[name]) is None:
+            raise UploadError(f"{name}: not valid Unicode (a lone surrogate?); it must be encodable as UTF-8", hint)
     deadline = None
     if "deadline" in event:
         try:
@@ -103,7 +106,7 @@ def _json_object(raw: bytes) -> dict[str, Any]:
     return event
 
 
-def _usable_id(value: Any) -> str | None:
+def _utf8_text(value: Any) -> str | None:
     """The id if it is a string that can become a record key, else None."""
     if not isinstance(value, str) or not value:
         return None

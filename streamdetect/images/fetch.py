@@ -178,7 +178,10 @@ def _check_url(ref: str) -> None:
             raise ValueError("no host or port")
         if parts.username is not None:
             raise ValueError("credentials in the URL are not supported; send a signed URL instead")
-    except ValueError as e:
+        if any(ord(c) < 0x21 or ord(c) == 0x7F for c in ref):
+            raise ValueError("control characters or spaces; percent-encode them")
+        parts.hostname.encode("idna")  # a host no resolver can be asked about (e.g. a lone surrogate)
+    except (ValueError, UnicodeError) as e:
         raise ImageError("bad_reference", f"URL {shorten(ref)} is malformed: {e}") from e
 
 

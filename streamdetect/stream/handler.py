@@ -58,7 +58,7 @@ class UploadHandler:
                  on_models_failing: Callable[[int], None] = lambda n: None) -> None:
         self._judge = judge
         self._retries, self._on_retry = retries, on_retry
-        self.breaker = ModelBreaker(retries.model_error_limit, on_models_failing)
+        self.breaker = ModelBreaker(retries.model_error_limit, on_models_failing, self._models_work)
         # Fetches get their own bounded pool: slow references cannot starve the default pool
         # that other work (decoding, faust) uses; each fetch is bounded by its own deadline.
         self._fetch_pool = ThreadPoolExecutor(max_workers=fetch_threads, thread_name_prefix="fetch")
@@ -137,11 +137,23 @@ class UploadHandler:
                 if _failure_reason(exc) != "model_error":
                     raise
                 if attempt == self._retries.model or not await self._retries.wait(attempt, deadline):
-                    self.breaker.failure()
+                    await self.breaker.failure()
                     raise
                 self._on_retry("model")
                 log.info("upload.model_retry", upload_id=upload.upload_id, attempt=attempt + 1)
         raise AssertionError("unreachable: the loop returns or raises")
+
+    async def _models_work(self) -> bool:
+        """Judge a plain grey picture, captioned by the models: do they still answer at all?"""
+        try:
+            judgement = await self._judge(upload_id="streamdetect-probe", image=Image.new("RGB", (32, 32), "grey"),
+                                          caption=None, seed=0, deadline=None)
+            return all(_finite(v) for v in [judgement.as_dict()["score"], *judgement.as_dict()["scores"].values()])
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - any failure of the probe means the models do not work
+            log.warning("worker.probe_failed", error=cap_text(str(exc), 300))
+            return False
 
     def close(self) -> None:
         self._fetch_pool.shutdown(wait=False, cancel_futures=True)
@@ -191,6 +203,10 @@ def _failure_reason(exc: BaseException) -> str:
     if isinstance(exc, NotAVerdict):
         return "model_error"
     return getattr(exc, "dead_letter_reason", "model_error")
+
+
+def _finite(value: Any) -> bool:
+    return isinstance(value, (int, float)) and value == value and abs(value) != float("inf")
 
 
 def _timestamp(upload: Upload) -> float | None:

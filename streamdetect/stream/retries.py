@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import dataclass
-from typing import Callable
+from typing import Awaitable, Callable
 
 import structlog
 
@@ -41,20 +41,30 @@ class Retries:
 
 
 class ModelBreaker:
-    """Counts model errors in a row; calls ``trip`` once when the count reaches the limit."""
+    """Counts model errors in a row. At the limit it asks ``probe`` (judge a known-good sample)
+    whether the models still work: if they do, the failures were the uploads' own (an attacker
+    cannot take the worker out of service with a few poisoned uploads) and the count starts
+    again; if not, it calls ``trip`` once."""
 
-    def __init__(self, limit: int, trip: Callable[[int], None] = lambda n: None) -> None:
-        self._limit, self._trip = limit, trip
+    def __init__(self, limit: int, trip: Callable[[int], None] = lambda n: None,
+                 probe: Callable[[], Awaitable[bool]] | None = None) -> None:
+        self._limit, self._trip, self._probe = limit, trip, probe
         self.in_a_row = 0
         self.tripped = False
 
     def success(self) -> None:
         self.in_a_row = 0
 
-    def failure(self) -> None:
+    async def failure(self) -> None:
         self.in_a_row += 1
-        if self._limit and self.in_a_row >= self._limit and not self.tripped:
-            self.tripped = True
-            log.error("worker.models_failing", model_errors_in_a_row=self.in_a_row,
-                      action="stopped taking uploads; /healthz is unhealthy: restart the worker")
-            self._trip(self.in_a_row)
+        if not self._limit or self.in_a_row < self._limit or self.tripped:
+            return
+        if self._probe is not None and await self._probe():
+            log.warning("worker.model_errors_were_the_uploads", model_errors_in_a_row=self.in_a_row,
+                        detail="a known-good sample was judged: the models work, the uploads failed them")
+            self.in_a_row = 0
+            return
+        self.tripped = True
+        log.error("worker.models_failing", model_errors_in_a_row=self.in_a_row,
+                  action="stopped taking uploads; /healthz is unhealthy: restart the worker")
+        self._trip(self.in_a_row)
