@@ -20,7 +20,7 @@ import structlog
 
 REPEAT_WINDOW_S = 10.0
 _SHARED = [structlog.contextvars.merge_contextvars, structlog.processors.add_log_level,
-           structlog.processors.TimeStamper(fmt="iso", utc=True)]
+           structlog.processors.TimeStamper(fmt="iso", utc=True), structlog.processors.format_exc_info]
 
 
 def _renderer(json: bool) -> Any:

@@ -134,7 +134,7 @@ class Settings(BaseSettings):
     model_error_limit: int = Field(5, ge=0, description="Model errors in a row after which /healthz turns "
                                                         "unhealthy and the worker stops taking uploads; 0 = never.")
     dead_letter_payload_max_bytes: int = Field(
-        256 * 1024, ge=0, le=8 * 1024 * 1024,
+        256 * 1024, ge=0, le=1024 * 1024,
         description="Most bytes of an upload's payload a dead letter copies (its size and sha256 are always there).")
     # Operations
     worker_name: str = Field(default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}", min_length=1,

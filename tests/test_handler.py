@@ -267,3 +267,20 @@ async def test_uploads_that_fail_the_models_cannot_take_a_working_worker_out_of_
     for _ in range(5):
         assert json.loads((await handler.handle(upload(caption="poison"), SOURCE))[0].value)["reason"] == "model_error"
     assert tripped == [] and not handler.breaker.tripped
+
+
+async def test_a_dead_letter_is_always_small_enough_to_publish() -> None:
+    """A 16 MB upload_id (the topic takes it) once became a 16 MB record key; and JSON escaping can
+    triple a capped payload. Both would stop the worker on that upload after every restart."""
+    from streamdetect.stream.handler import MAX_DEAD_LETTER_BYTES
+
+    huge_id = json.dumps({"schema_version": 1, "upload_id": "a" * 16_000_000, "image": "x"}).encode()
+    record = (await UploadHandler(judge_scoring(0.9, []), ImagePolicy(), TOPICS, "w").handle(huge_id, SOURCE))[0]
+    assert len(record.key) < 100 and len(record.value) < 1_000_000
+    emoji = ("\U0001f600" * 1_000_000).encode()  # valid UTF-8, not JSON; 4 bytes each, 12 once escaped
+    handler = UploadHandler(judge_scoring(0.9, []), ImagePolicy(), TOPICS, "w",
+                            dead_letter_payload_max_bytes=3 * 1024 * 1024)
+    record = (await handler.handle(emoji, SOURCE))[0]
+    event = json.loads(record.value)
+    assert len(record.value) <= MAX_DEAD_LETTER_BYTES and event["payload_truncated"] and event["payload"] == ""
+    assert event["payload_size"] == 4_000_000

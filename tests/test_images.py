@@ -92,6 +92,12 @@ class _Handler(BaseHTTPRequestHandler):
                     self.wfile.write(b"x")
                     self.wfile.flush()
                     time.sleep(0.05)
+            elif self.path == "/redirect-with-endless-body":  # 302 to a 404, with gigabytes on the way
+                self.send_response(302)
+                self.send_header("Location", "/missing-after-redirect")
+                self.end_headers()
+                for _ in range(16384):  # up to 1 GiB, unless the reader hangs up first
+                    self.wfile.write(b"\0" * 65536)
             elif self.path.startswith("/redirect?to="):
                 self.send_response(302)
                 self.send_header("Location", unquote(self.path.partition("=")[2]))
@@ -464,7 +470,10 @@ def test_deadline_covers_redirects(http_url: str) -> None:
 
 @pytest.mark.parametrize("address", ["127.0.0.1", "10.1.2.3", "172.16.0.9", "192.168.1.1", "169.254.169.254",
                                      "100.64.0.1", "0.0.0.0", "224.0.0.1", "::1", "fd00::1", "fe80::1%eth0",
-                                     "::ffff:127.0.0.1", "::ffff:10.0.0.1"])
+                                     "::ffff:127.0.0.1", "::ffff:10.0.0.1",
+                                     # IPv6 that routes to IPv4 inside: NAT64, local NAT64, 6to4, Teredo
+                                     "64:ff9b::a00:5", "64:ff9b::a9fe:a9fe", "64:ff9b:1::808:808", "2002:7f00:1::1",
+                                     "2001:0:4136:e378:8000:63bf:3fff:fdd2"])
 def test_non_public_addresses(address: str) -> None:
     assert not is_public_address(address)
 
@@ -657,3 +666,14 @@ def test_modes_come_back_rgb(mode: str, color: object, expected: tuple[int, int,
     assert img.mode == "RGB" and img.size == (3, 3)
     if expected is not None:
         assert img.getpixel((1, 1)) == expected
+
+
+def test_a_redirect_body_is_never_read(http_url: str) -> None:
+    """urllib reads a redirect's whole body before it follows it; a server could stream gigabytes."""
+    import resource
+
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    err = expect_error(f"{http_url}/redirect-with-endless-body", ImagePolicy(allow_http=True, allow_private_hosts=True,
+                                                                           timeout_s=2), "not_found")
+    grown_mb = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024
+    assert "404" in err.detail and grown_mb < 50

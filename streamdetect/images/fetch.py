@@ -145,6 +145,14 @@ class _PolicyRedirects(urllib.request.HTTPRedirectHandler):
         super().__init__()
         self._policy = policy
 
+    def _follow(self, req: Any, fp: Any, code: int, msg: str, headers: Any) -> Any:
+        # urllib reads a redirect's whole body before following it, with no size limit: a server
+        # could stream gigabytes into memory. Close it unread (a closed response reads as b"").
+        fp.close()
+        return urllib.request.HTTPRedirectHandler.http_error_302(self, req, fp, code, msg, headers)
+
+    http_error_301 = http_error_302 = http_error_303 = http_error_307 = http_error_308 = _follow
+
     def redirect_request(self, req: Any, fp: Any, code: int, msg: str, headers: Any, newurl: str) -> Any:
         scheme = urlsplit(newurl).scheme.lower()
         if scheme != "https" and not (scheme == "http" and self._policy.allow_http):

@@ -48,9 +48,28 @@ def is_public_address(address: str) -> bool:
     """Globally routable unicast only: loopback, RFC 1918, link-local (cloud metadata),
     CGNAT, unique-local, multicast and reserved ranges are not public."""
     ip = ipaddress.ip_address(address.split("%", 1)[0])  # drop an IPv6 zone id
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped  # ::ffff:127.0.0.1 is loopback
+    if isinstance(ip, ipaddress.IPv6Address):
+        embedded = _embedded_ipv4(ip)
+        if embedded is not None:  # ::ffff:127.0.0.1, NAT64 64:ff9b::a00:5, 6to4 2002:7f00:1::: IPv4 inside
+            return is_public_address(str(embedded))
     return ip.is_global and not ip.is_multicast
+
+
+_NAT64 = ipaddress.ip_network("64:ff9b::/96")  # well-known prefix: the IPv4 address is the last 32 bits
+_LOCAL_NAT64 = ipaddress.ip_network("64:ff9b:1::/48")  # local-use (RFC 8215): a site's own translator
+
+
+def _embedded_ipv4(ip: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
+    """The IPv4 address an IPv6 address carries and routes to (mapped, NAT64, 6to4, Teredo)."""
+    if ip.ipv4_mapped is not None:
+        return ip.ipv4_mapped
+    if ip in _LOCAL_NAT64:
+        return ipaddress.IPv4Address("10.0.0.0")  # where it leads is the site's choice: never public
+    if ip in _NAT64:
+        return ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
+    if ip.sixtofour is not None:
+        return ip.sixtofour
+    return ip.teredo[1] if ip.teredo is not None else None
 
 
 class Deadline:

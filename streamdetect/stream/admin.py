@@ -40,7 +40,7 @@ async def require_topics(bootstrap: str, topics: list[str], prefix: str = "") ->
 @dataclass(frozen=True)
 class Change:
     topic: str
-    action: str  # created | partitions | config | unchanged | cannot_shrink | replication_drift
+    action: str  # created | partitions | config | unchanged | cannot_shrink | replication_drift | config_blocked
     detail: str = ""
 
     @property
@@ -49,7 +49,7 @@ class Change:
         return self.action in DRIFT
 
 
-DRIFT = ("cannot_shrink", "replication_drift")
+DRIFT = ("cannot_shrink", "replication_drift", "config_blocked")
 
 
 async def apply_topics(bootstrap: str, specs: list[TopicSpec], prefix: str = "") -> list[Change]:
@@ -122,8 +122,16 @@ async def _apply_config(admin: AIOKafkaAdminClient, name: str, wanted: dict[str,
     differing = {k: v for k, v in wanted.items() if values.get(k) != v}
     if not differing:
         return []
+    unreadable = sorted(k for k, v in overrides.items() if v is None and k not in wanted)
+    if unreadable:  # a sensitive override reads back as null: rewriting the set would wipe it
+        return [Change(name, "config_blocked", f"would set {', '.join(sorted(differing))} but cannot keep the "
+                       f"sensitive override(s) {', '.join(unreadable)}: set them by hand (kafka-configs)")]
     kept = {k: v for k, v in overrides.items() if k not in wanted}
-    await admin.alter_configs([ConfigResource(ConfigResourceType.TOPIC, name, configs={**kept, **wanted})])
+    responses = await admin.alter_configs([ConfigResource(ConfigResourceType.TOPIC, name, configs={**kept, **wanted})])
+    for response in responses:
+        for code, message, *_ in response.resources:
+            if code:
+                raise RuntimeError(f"setting configs on topic {name} failed: Kafka error {code}: {message}")
     detail = ", ".join(f"{k}={v}" for k, v in sorted(differing.items()))
     return [Change(name, "config", detail + (f" (kept {', '.join(sorted(kept))})" if kept else ""))]
 
@@ -140,6 +148,6 @@ async def _configs(admin: AIOKafkaAdminClient, name: str) -> tuple[dict[str, str
         for resource in response.resources:
             for entry in resource[4]:  # (name, value, read_only, config_source, is_sensitive, ...)
                 values[entry[0]] = entry[1]
-                if len(entry) > 4 and entry[3] == DYNAMIC_TOPIC_CONFIG and entry[1] is not None:
-                    overrides[entry[0]] = entry[1]
+                if len(entry) > 4 and entry[3] == DYNAMIC_TOPIC_CONFIG:
+                    overrides[entry[0]] = entry[1]  # None when Kafka marks it sensitive
     return values, overrides

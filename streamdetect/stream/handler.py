@@ -27,6 +27,10 @@ from streamdetect.stream.retries import ModelBreaker, Retries
 
 log = structlog.get_logger(__name__)
 REDRIVE_HEADER = "streamdetect.redrive.count"  # rounds an upload was redriven (stream/redrive.py)
+MAX_KEY_CHARS = 256  # the upload schema's limit on upload_id
+# Far under the producer's 16 MiB request limit: a dead letter must always be publishable, or
+# the worker would stop on it after every restart.
+MAX_DEAD_LETTER_BYTES = 4 * 1024 * 1024
 
 
 class Judge(Protocol):
@@ -173,11 +177,17 @@ class UploadHandler:
 
     def _dead(self, raw: bytes, reason: str, detail: str, source: Source, upload_id: str | None,
               exception: str | None = None) -> list[Record]:
+        if upload_id is not None and len(upload_id) > MAX_KEY_CHARS:
+            upload_id = None  # not a valid id (the schema's limit), and too big to be a record key
         event = dead_letter(raw, reason, detail, source, self._worker, upload_id, self._payload_cap)
+        value = encode(event)
+        if len(value) > MAX_DEAD_LETTER_BYTES:  # JSON escaping can triple a capped payload: publish it anyway
+            event = dead_letter(raw, reason, detail, source, self._worker, upload_id, 0)
+            value = encode(event)
         log.warning("upload.dead_lettered", upload_id=event["upload_id"], reason=reason,
                     detail=cap_text(event["detail"], 300), payload_size=event["payload_size"])
         key = (upload_id or f"{source.topic}/{source.partition}/{source.offset}").encode()
-        return [Record(self._topics.dlq, key, encode(event), dead_letter_headers(event, exception))]
+        return [Record(self._topics.dlq, key, value, dead_letter_headers(event, exception))]
 
 
 def redrive_count(headers: Any) -> int:

@@ -63,7 +63,9 @@ async def plan_redrive(bootstrap: str, dlq_topic: str, selection: Selection) -> 
     async for record in records_between(bootstrap, dlq_topic, selection.since, selection.until):
         try:
             letter = json.loads(record.value)
-            key = letter.get("upload_id") or f"{record.partition}/{record.offset}"
+            # Without an id, the payload's hash names the upload: a redriven one that fails again
+            # replaces its older letter instead of piling up beside it.
+            key = letter.get("upload_id") or letter.get("payload_sha256") or f"{record.partition}/{record.offset}"
             latest.pop(key, None)  # re-insert: the dict keeps the order of each upload's latest letter
             latest[key] = (letter, redrive_count(record.headers))
         except (ValueError, TypeError, AttributeError):

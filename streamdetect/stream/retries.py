@@ -64,6 +64,8 @@ class ModelBreaker:
                         detail="a known-good sample was judged: the models work, the uploads failed them")
             self.in_a_row = 0
             return
+        if self.tripped:  # another failure's probe tripped it while this one waited
+            return
         self.tripped = True
         log.error("worker.models_failing", model_errors_in_a_row=self.in_a_row,
                   action="stopped taking uploads; /healthz is unhealthy: restart the worker")
