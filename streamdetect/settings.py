@@ -18,7 +18,7 @@ from contextvars import ContextVar
 from pathlib import Path
 from typing import Any, Literal, Mapping
 
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, EnvSettingsSource, PydanticBaseSettingsSource, SettingsConfigDict
 
 ENV_PREFIX = "STREAMDETECT_"
@@ -71,6 +71,9 @@ class Settings(BaseSettings):
                              description="Flag when the mean cosine similarity is below this. Uncalibrated unless "
                                          "fitted for the models: prefer --threshold-file.")
     seed: int = Field(0, ge=0, description="Base of the per-upload regeneration seeds.")
+    seed_secret: SecretStr = Field(SecretStr(""), description="Key under which an image's pixels give its "
+                                   "regeneration seed; set a secret in production so senders cannot search "
+                                   "for lucky seeds. Same image, same key: same regeneration and verdict.")
     # MirrorCheck mode: vanilla (one generator, the whole encoder ensemble) or stochastic (per
     # request: a generator from generator_zoo, encoders_per_request encoders from encoder_zoo and
     # a one-time weight perturbation of scale noise_scale; see detector/stochastic.py).

@@ -148,3 +148,13 @@ def test_mini_scenes_writes_the_split_with_its_captions(tmp_path):
 
     assert [Image.open(tmp_path / f"{5 + i:04d}.png").convert("RGB").tobytes() for i in range(3)] == \
         [im.tobytes() for im in images]
+
+
+def test_regeneration_noise_splits_the_variance_and_averaging_shrinks_it() -> None:
+    from streamdetect.mini.eval.regeneration_noise import summarise
+
+    # two scenes whose scores differ only by seed (+-0.02): all of the spread is regeneration noise
+    result = summarise([[0.90, 0.94, 0.90, 0.94], [0.94, 0.90, 0.94, 0.90]])
+    assert result["regeneration_share"] == 1.0
+    assert result["averaging"][1]["clean_std"] == 0.0  # two seeds averaged cancel it here
+    assert result["averaging"][0]["clean_std"] > 0.02

@@ -108,4 +108,5 @@ def build_handler(settings: Settings, models=None) -> UploadHandler:  # type: ig
         settings.dead_letter_payload_max_bytes, retries, settings.fetch_threads,
         on_retry=lambda kind: metrics.retries.labels(kind).inc(),
         on_models_failing=lambda n: health.set_broken(f"{n} model errors in a row: the models or the device are "
-                                                      "broken; the worker stopped taking uploads"))
+                                                      "broken; the worker stopped taking uploads"),
+        seed_key=settings.seed_secret.get_secret_value().encode())

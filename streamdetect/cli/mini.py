@@ -96,6 +96,22 @@ def mini_eval(json_path: Path, n: int, eps: str, attacks: str, methods: str, att
     click.echo(format_table(result["rows"]))
 
 
+@mini.command("noise")
+@click.option("--n", type=click.IntRange(min=2), default=100, show_default=True, help="Clean validation scenes.")
+@click.option("--k", type=click.IntRange(min=2), default=4, show_default=True, help="Regeneration seeds per scene.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Picks the scenes.")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), help="Also write the JSON here.")
+def mini_noise(n: int, k: int, seed: int, json_path: Path | None) -> None:
+    """How much of the clean-score spread is regeneration noise (which seed drew the picture),
+    and what averaging several regenerations would buy in clean-score spread."""
+    from streamdetect.mini.eval.regeneration_noise import regeneration_noise
+
+    result = regeneration_noise(n, k, seed, log=_log)
+    if json_path:
+        json_path.write_text(json.dumps(result, indent=2))
+    click.echo(json.dumps(result, indent=2))
+
+
 @mini.command("scenes")
 @click.option("--split", type=click.Choice(["train", "val", "test"]), default="val", show_default=True)
 @click.option("--n", type=click.IntRange(min=1), default=100, show_default=True)

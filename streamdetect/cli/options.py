@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any, Callable, Literal, get_args, get_origin
 
 import click
+from pydantic import SecretStr
 
 from streamdetect.settings import Settings
 
@@ -36,7 +37,7 @@ def default_text(name: str) -> str:
     if field.default_factory is not None:
         return ""
     value = field.default
-    if value is None:
+    if value is None or (isinstance(value, SecretStr) and not value.get_secret_value()):
         return " [default: unset]"
     if value == "":
         return " [default: empty]"

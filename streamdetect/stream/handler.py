@@ -9,7 +9,8 @@ with ``as_dict()`` (the detector's Verdict), which keeps this testable without e
 from __future__ import annotations
 
 import asyncio
-import zlib
+import hashlib
+import hmac
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -59,8 +60,9 @@ class UploadHandler:
                  threshold_source: str = "setting", dead_letter_payload_max_bytes: int = PAYLOAD_MAX_BYTES,
                  retries: Retries = Retries(), fetch_threads: int = 8,
                  on_retry: Callable[[str], None] = lambda kind: None,
-                 on_models_failing: Callable[[int], None] = lambda n: None) -> None:
+                 on_models_failing: Callable[[int], None] = lambda n: None, seed_key: bytes = b"") -> None:
         self._judge = judge
+        self._seed_key = seed_key
         self._retries, self._on_retry = retries, on_retry
         self.breaker = ModelBreaker(retries.model_error_limit, on_models_failing, self._models_work)
         # Fetches get their own bounded pool: slow references cannot starve the default pool
@@ -97,11 +99,11 @@ class UploadHandler:
             return self._dead(raw, "deadline", f"deadline {upload.deadline} passed before judging", source,
                               upload.upload_id)
         try:
-            image = await self._fetch(upload)
+            image, seed = await self._fetch(upload)
         except ImageError as exc:
             return self._dead(raw, exc.reason, exc.detail, source, upload.upload_id)
         try:
-            verdict = await self._judged(upload, image, source)
+            verdict = await self._judged(upload, image, seed, source)
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # noqa: BLE001 - a model failure dead-letters this upload only
@@ -110,12 +112,17 @@ class UploadHandler:
             return self._dead(raw, reason, str(exc), source, upload.upload_id, type(exc).__name__)
         return self._verdict_records(verdict)
 
-    async def _fetch(self, upload: Upload) -> Image.Image:
+    def _load(self, reference: str) -> tuple[Image.Image, int]:
+        """Fetch, decode and seed, on a fetch thread: hashing a large picture is no work for the event loop."""
+        image = load_image(reference, self._policy)
+        return image, self.seed_for(image)
+
+    async def _fetch(self, upload: Upload) -> tuple[Image.Image, int]:
         """Fetch and decode on the fetch pool, trying an unreachable image again with backoff."""
         loop, deadline = asyncio.get_running_loop(), _timestamp(upload)
         for attempt in range(self._retries.fetch + 1):
             try:
-                return await loop.run_in_executor(self._fetch_pool, load_image, upload.image, self._policy)
+                return await loop.run_in_executor(self._fetch_pool, self._load, upload.image)
             except ImageError as exc:
                 if exc.reason != "unreachable" or attempt == self._retries.fetch or \
                         not await self._retries.wait(attempt, deadline):
@@ -124,13 +131,13 @@ class UploadHandler:
                 log.info("upload.fetch_retry", upload_id=upload.upload_id, attempt=attempt + 1)
         raise AssertionError("unreachable: the loop returns or raises")
 
-    async def _judged(self, upload: Upload, image: Image.Image, source: Source) -> VerdictEvent:
+    async def _judged(self, upload: Upload, image: Image.Image, seed: int, source: Source) -> VerdictEvent:
         """The verdict, trying a model error again with backoff; counted by the breaker."""
         deadline = _timestamp(upload)
         for attempt in range(self._retries.model + 1):
             try:
                 judgement = await self._judge(upload_id=upload.upload_id, image=image, caption=upload.caption,
-                                              seed=self.seed_for(upload), deadline=deadline)
+                                              seed=seed, deadline=deadline)
                 verdict = VerdictEvent.build(judgement.as_dict(), upload, source, self._worker,
                                              self._threshold_source)
                 self.breaker.success()
@@ -162,9 +169,13 @@ class UploadHandler:
     def close(self) -> None:
         self._fetch_pool.shutdown(wait=False, cancel_futures=True)
 
-    def seed_for(self, upload: Upload) -> int:
-        """Deterministic per upload, so a replayed upload regenerates the same image."""
-        return (zlib.crc32(upload.upload_id.encode()) + self._seed) % 2**31
+    def seed_for(self, image: Image.Image) -> int:
+        """The regeneration seed, from the picture's pixels under the secret key: the same image
+        gets the same regeneration (and verdict) whatever id it is sent under, a replay is judged
+        alike, and without the key a sender cannot search for ids or pixels with a lucky seed."""
+        digest = hmac.new(self._seed_key, f"{self._seed}:{image.mode}:{image.size}:".encode(), hashlib.sha256)
+        digest.update(image.tobytes())
+        return int.from_bytes(digest.digest()[:8], "big") % 2**31
 
     def _verdict_records(self, verdict: VerdictEvent) -> list[Record]:
         key, value = verdict.key(), verdict.value()
