@@ -101,7 +101,7 @@ def _commands(group: click.Group, prefix: str = "") -> list[tuple[str, click.Com
 # Flags that share a setting's name but mean something else: the mini commands do not read
 # Settings (their --seed picks scenes and targets), and calibrate's --threshold-file is where to write.
 OWN_MEANING = {("calibrate", "threshold_file"), ("mini train", "seed"), ("mini eval", "seed"),
-               ("mini scenes", "seed"), ("attack", "seed")}
+               ("mini scenes", "seed"), ("mini noise", "seed"), ("attack", "seed")}
 
 
 def test_every_flag_named_after_a_setting_is_generated_from_it() -> None:
