@@ -549,3 +549,11 @@ def test_the_image_installs_the_runtime_lock_only_and_the_locks_do_not_overlap()
     assert {"pytest", "moto", "import-linter", "scikit-learn"} <= test and not {"pytest", "moto"} & runtime
     assert {"torch", "faust-streaming", "pydantic-settings", "scipy", "rfc3339-validator"} <= runtime
     assert "requirements-test.lock" not in DOCKERFILE.read_text()
+
+
+def test_the_message_limit_the_code_uses_is_the_topics():
+    from streamdetect.events.topic_specs import MAX_MESSAGE_BYTES
+
+    for spec in load_specs():
+        if "max.message.bytes" in spec.config:
+            assert int(spec.config["max.message.bytes"]) == MAX_MESSAGE_BYTES, spec.name

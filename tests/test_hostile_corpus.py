@@ -14,13 +14,12 @@ from pathlib import Path
 import pytest
 from aiokafka import AIOKafkaProducer
 
-from streamdetect.events.topic_specs import load_specs
+from streamdetect.events.topic_specs import MAX_MESSAGE_BYTES, load_specs
 from streamdetect.stream.admin import apply_topics
 from tests.hostile_corpus import Case, Places, good, image_uri, load
 from tests.kafka_support import WorkerProcess, read_until
 
 pytestmark = pytest.mark.kafka
-MAX_REQUEST_BYTES = 16 * 1024 * 1024
 
 
 @pytest.fixture
@@ -46,7 +45,7 @@ def places(tmp_path: Path) -> Places:
 
 async def publish(bootstrap: str, topic: str, cases: list[Case]) -> dict[tuple[int, int], Case]:
     """Send every case in order; where each landed (partition, offset)."""
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", max_request_size=MAX_REQUEST_BYTES)
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", max_request_size=MAX_MESSAGE_BYTES)
     await producer.start()
     try:
         futures = [await producer.send(topic, case.value, key=case.key) for case in cases]

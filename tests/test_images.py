@@ -154,10 +154,7 @@ PRETEND_PUBLIC = "127.0.0.2"
 
 @pytest.fixture(scope="module")
 def public_url() -> Iterator[str]:
-    try:
-        socket.create_server((PRETEND_PUBLIC, 0)).close()
-    except OSError:
-        pytest.skip(f"cannot listen on {PRETEND_PUBLIC} (all of 127/8 is loopback on Linux, not everywhere)")
+    # On Linux all of 127/8 answers on loopback; CI and the machines this project runs on are Linux.
     yield from serve_http(PRETEND_PUBLIC)
 
 

@@ -26,7 +26,7 @@ from streamdetect import events
 from streamdetect.events import Upload
 from streamdetect.stream.admin import apply_topics
 from streamdetect.bench.local_broker import free_port
-from streamdetect.events.topic_specs import load_specs
+from streamdetect.events.topic_specs import MAX_MESSAGE_BYTES, load_specs
 
 READY_TIMEOUT_S = 180
 WARMUP = 4
@@ -107,7 +107,7 @@ async def _round(bootstrap: str, prefix: str, images: list[str], run_id: str,
     payloads = [(f"{run_id}-{i}".encode(), _encoded(f"{run_id}-{i}", image)) for i, image in enumerate(images)]
     wanted = {key for key, _ in payloads}
     reader = await _reader(bootstrap, f"{prefix}audit")
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", max_request_size=16 * 1024 * 1024)
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", max_request_size=MAX_MESSAGE_BYTES)
     await producer.start()
     try:
         t0 = time.perf_counter()

@@ -10,6 +10,8 @@ import yaml
 TOPICS_DIR = Path(__file__).resolve().parent / "topics"
 
 NAMES = ("uploads", "alerts", "audit", "dlq")
+# max.message.bytes of uploads and dlq (topics/*.yaml): what producers may send and the worker publish
+MAX_MESSAGE_BYTES = 16 * 1024 * 1024
 
 
 @dataclass(frozen=True)

@@ -200,22 +200,25 @@ class _GuardedHTTPSConnection(_Guarded, http.client.HTTPSConnection):
     pass
 
 
-class GuardedHTTPHandler(urllib.request.HTTPHandler):
+class _GuardedOpen:
+    """Opens every connection through the connector: the deadline, and the guard when it is on."""
+
+    connection: Any
+
     def __init__(self, connector: _Connector) -> None:
         super().__init__()
         self._connector = connector
 
     def do_open(self, http_class: Any, req: Any, **kwargs: Any) -> Any:
-        return super().do_open(functools.partial(_GuardedHTTPConnection, connector=self._connector), req, **kwargs)
+        return super().do_open(functools.partial(self.connection, connector=self._connector), req, **kwargs)  # type: ignore[misc]
 
 
-class GuardedHTTPSHandler(urllib.request.HTTPSHandler):
-    def __init__(self, connector: _Connector) -> None:
-        super().__init__()
-        self._connector = connector
+class GuardedHTTPHandler(_GuardedOpen, urllib.request.HTTPHandler):
+    connection = _GuardedHTTPConnection
 
-    def do_open(self, http_class: Any, req: Any, **kwargs: Any) -> Any:
-        return super().do_open(functools.partial(_GuardedHTTPSConnection, connector=self._connector), req, **kwargs)
+
+class GuardedHTTPSHandler(_GuardedOpen, urllib.request.HTTPSHandler):
+    connection = _GuardedHTTPSConnection
 
 
 def guarded_handlers(deadline: Deadline, public_only: bool) -> list[urllib.request.BaseHandler]:

@@ -18,6 +18,7 @@ from typing import AsyncIterator
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 
+from streamdetect.events.topic_specs import MAX_MESSAGE_BYTES
 from streamdetect import events
 from streamdetect.events import Upload
 
@@ -73,7 +74,7 @@ async def submit(
 
 async def publish_uploads(bootstrap: str, topic: str, uploads: list[Upload], labels: list[str]) -> list[Submitted]:
     producer = AIOKafkaProducer(
-        bootstrap_servers=bootstrap, acks="all", enable_idempotence=True, max_request_size=16 * 1024 * 1024
+        bootstrap_servers=bootstrap, acks="all", enable_idempotence=True, max_request_size=MAX_MESSAGE_BYTES
     )
     await producer.start()
     try:

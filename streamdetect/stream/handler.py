@@ -22,6 +22,7 @@ from PIL import Image
 from streamdetect import __version__
 from streamdetect.events import (NotAVerdict, Source, Upload, UploadError, VerdictEvent, cap_text, dead_letter,
                                  encode, parse_upload)
+from streamdetect.events.codec import finite
 from streamdetect.events.dead_letter import PAYLOAD_MAX_BYTES
 from streamdetect.images import ImageError, ImagePolicy, load_image
 from streamdetect.stream.retries import ModelBreaker, Retries
@@ -159,7 +160,7 @@ class UploadHandler:
         try:
             judgement = await self._judge(upload_id="streamdetect-probe", image=Image.new("RGB", (32, 32), "grey"),
                                           caption=None, seed=0, deadline=None)
-            return all(_finite(v) for v in [judgement.as_dict()["score"], *judgement.as_dict()["scores"].values()])
+            return all(finite(v) for v in [judgement.as_dict()["score"], *judgement.as_dict()["scores"].values()])
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # noqa: BLE001 - any failure of the probe means the models do not work
@@ -224,10 +225,6 @@ def _failure_reason(exc: BaseException) -> str:
     if isinstance(exc, NotAVerdict):
         return "model_error"
     return getattr(exc, "dead_letter_reason", "model_error")
-
-
-def _finite(value: Any) -> bool:
-    return isinstance(value, (int, float)) and value == value and abs(value) != float("inf")
 
 
 def _timestamp(upload: Upload) -> float | None:

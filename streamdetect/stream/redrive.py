@@ -19,9 +19,9 @@ from datetime import datetime
 from typing import Any
 from aiokafka import AIOKafkaProducer
 
+from streamdetect.events.topic_specs import MAX_MESSAGE_BYTES
 from streamdetect.stream.clients import records_between
 from streamdetect.stream.handler import REDRIVE_HEADER, redrive_count
-PRODUCER_MAX_REQUEST_BYTES = 16 * 1024 * 1024  # max.message.bytes of uploads
 
 
 @dataclass(frozen=True)
@@ -94,7 +94,7 @@ def _consider(letter: dict[str, Any], rounds: int, selection: Selection, plan: P
 async def send_back(bootstrap: str, uploads_topic: str, plan: Plan) -> int:
     """Publish every chosen payload to ``uploads`` (acks=all) with its round count raised by one."""
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True,
-                                max_request_size=PRODUCER_MAX_REQUEST_BYTES)
+                                max_request_size=MAX_MESSAGE_BYTES)
     await producer.start()
     try:
         futures = [await producer.send(uploads_topic, c.payload, key=c.upload_id.encode() if c.upload_id else None,

@@ -30,6 +30,7 @@ import faust
 import structlog
 from faust.types import TP
 
+from streamdetect.events.topic_specs import MAX_MESSAGE_BYTES
 from streamdetect.logs import stdlib_config
 from streamdetect.settings import Settings
 from streamdetect.events import Source
@@ -43,7 +44,6 @@ from streamdetect.stream.positions import PartitionPositions
 
 log = structlog.get_logger(__name__)
 PUBLISH_ATTEMPTS = 5
-PRODUCER_MAX_REQUEST_BYTES = 16 * 1024 * 1024  # max.message.bytes of the output topics (events/topics/)
 LAG_INTERVAL_S = 2.0
 
 
@@ -64,7 +64,7 @@ def build_app(
         web_enabled=False,
         producer_acks=-1,
         # faust's default request limit is 1,000,000 bytes; the topics take 16 MiB (docs/architecture.md#client-defaults)
-        producer_max_request_size=PRODUCER_MAX_REQUEST_BYTES,
+        producer_max_request_size=MAX_MESSAGE_BYTES,
         consumer_auto_offset_reset="earliest",
         broker_max_poll_records=settings.max_in_flight,
         stream_buffer_maxsize=settings.max_in_flight,
