@@ -24,7 +24,7 @@ from pydantic_settings import BaseSettings, EnvSettingsSource, PydanticBaseSetti
 ENV_PREFIX = "STREAMDETECT_"
 # STREAMDETECT_* variables that are not settings: who reads them, for the misspelling check.
 OTHER_VARIABLES = {"STREAMDETECT_CACHE": "the cache folder of make and of the model_dir default"}
-PROFILES = ("mini", "tiny", "paper", "standard")
+PROFILES = ("mini", "mini-robust", "tiny", "paper", "standard")
 
 
 class ConfigError(ValueError):
@@ -57,8 +57,9 @@ class Settings(BaseSettings):
     group_id: str = Field("streamdetect", min_length=1, json_schema_extra=_flags("--group"),
                           description="Consumer group; workers sharing it share the partitions.")
     # Models and decision
-    profile: Literal["mini", "tiny", "paper", "standard"] = Field(
-        "mini", description="Model profile: mini (small trained models, shipped; CPU), tiny (random weights, "
+    profile: Literal["mini", "mini-robust", "tiny", "paper", "standard"] = Field(
+        "mini", description="Model profile: mini (small trained models, shipped; CPU), mini-robust (the same "
+                            "with adversarially fine-tuned encoders: README, Defences), tiny (random weights, "
                             "for tests only), paper (BLIP + SD 1.5 + 5 CLIP), standard (distilled T2I, fp16 GPU).")
     model_dir: Path = Field(default_factory=lambda: default_cache() / "models", json_schema_extra=_flags(path="dir"),
                             description="Folder of local model weights [default: $STREAMDETECT_CACHE/models, "

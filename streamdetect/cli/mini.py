@@ -8,9 +8,10 @@ from pathlib import Path
 
 import click
 
-from streamdetect.mini import ATTACKS
+from streamdetect.mini import ATTACKS, DEFAULT_METHODS, TARGET_SETS
 
-PARTS_HELP = "generator, captioner, encoder-vit-a, encoder-vit-b, encoder-rn, surrogate-vit"
+PARTS_HELP = ("generator, captioner, encoder-vit-a, encoder-vit-b, encoder-rn, surrogate-vit, "
+              "robust-vit-a, robust-vit-b, robust-rn")
 
 
 def _log(message: str) -> None:
@@ -64,30 +65,50 @@ def mini_train(seed: int, out: Path | None, only: tuple[str, ...], threads: int 
               help="Write the table here as {\"rows\": [...], ...}.")
 @click.option("--n", type=int, default=100, show_default=True, help="Clean test images (and attacked copies).")
 @click.option("--eps", default="4,8,16", show_default=True, help="L-inf budgets in 1/255 units.")
-@click.option("--attacks", default=",".join(ATTACKS), show_default=True)
-@click.option("--methods", default="mirrorcheck,stochastic,clip_score,feature_squeezing,mutation_divergence",
-              show_default=True)
+@click.option("--attacks", default=",".join(ATTACKS), show_default=True,
+              help="pgd (targeted, captioner only), transfer (surrogate encoder), untargeted (the smallest change "
+                   "that moves the caption), adaptive (pgd + every signal of the detector aimed at), easiest "
+                   "(adaptive toward each image's easiest wrong caption, kept where it holds after rounding).")
+@click.option("--methods", default=",".join(DEFAULT_METHODS), show_default=True,
+              help="Detectors to judge with; 'private' also needs --private-weights.")
+@click.option("--targets", default="one", show_default=True,
+              help="Target sets of the targeted attacks (comma-separated): one (shape, size or position), "
+                   "shape, colour, size, position, background, any (one attribute), pair (two attributes).")
+@click.option("--n-val", type=int, default=0, show_default=True,
+              help="Clean validation scenes the thresholds and the fusion are fitted on (0: as many as --n).")
+@click.option("--fpr", type=float, default=0.05, show_default=True,
+              help="Target FPR of the validation threshold the undetected-success rate is counted at.")
 @click.option("--attack-steps", type=int, default=60, show_default=True, help="PGD iterations of every attack.")
+@click.option("--adaptive-weight", type=float, default=2.0, show_default=True,
+              help="Adaptive attacks: weight of the detector's signals against the caption loss.")
 @click.option("--steps-sweep", default="1,2,5,10,20", show_default=True,
               help="Euler step counts for the detection-vs-cost sweep ('' to skip).")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--weights", type=click.Path(file_okay=False, exists=True, path_type=Path),
               help="Weights folder written by `mini train --out` (default: the shipped weights).")
+@click.option("--private-weights", type=click.Path(file_okay=False, exists=True, path_type=Path),
+              help="Folder with robust-* encoders trained from a private seed (the grey-box 'private' row).")
 @click.option("--markdown", "markdown_path", type=click.Path(dir_okay=False, path_type=Path),
               help="Also write the table as Markdown (as README shows it).")
-def mini_eval(json_path: Path, n: int, eps: str, attacks: str, methods: str, attack_steps: int,
-              steps_sweep: str, seed: int, weights: Path | None, markdown_path: Path | None) -> None:
-    """Attack the mini captioner and measure every detector: the paper's table in miniature."""
+def mini_eval(json_path: Path, n: int, eps: str, attacks: str, methods: str, targets: str, n_val: int, fpr: float,
+              attack_steps: int, adaptive_weight: float, steps_sweep: str, seed: int, weights: Path | None,
+              private_weights: Path | None, markdown_path: Path | None) -> None:
+    """Attack the mini captioner and measure every detector: the paper's table in miniature, with
+    the adaptive attacks that break MirrorCheck and the robust defences measured against them."""
     from streamdetect.mini.eval.run import EvalSettings, run_eval
     from streamdetect.models.profiles import MINI_WEIGHTS
 
     try:
-        settings = EvalSettings(n=n, seed=seed, eps=_floats(eps), attacks=tuple(attacks.split(",")),
-                                methods=tuple(methods.split(",")), attack_steps=attack_steps,
+        settings = EvalSettings(n=n, n_val=n_val, seed=seed, eps=_floats(eps), attacks=tuple(attacks.split(",")),
+                                methods=tuple(methods.split(",")), targets=tuple(targets.split(",")), fpr=fpr,
+                                attack_steps=attack_steps, adaptive_weight=adaptive_weight,
                                 steps_sweep=_ints(steps_sweep))
     except ValueError as exc:
         raise click.BadParameter(str(exc)) from exc
-    result = run_eval(settings, _log, weights or MINI_WEIGHTS)
+    if "private" in settings.methods and private_weights is None:
+        raise click.BadParameter("method 'private' needs --private-weights (robust encoders from a private seed)",
+                                 param_hint="--methods")
+    result = run_eval(settings, _log, weights or MINI_WEIGHTS, private_weights)
     from streamdetect.mini.eval.table import format_table, markdown_table
 
     json_path.write_text(json.dumps(result, indent=2))
@@ -132,19 +153,23 @@ def mini_scenes(split: str, n: int, start: int, seed: int, out: Path) -> None:
 @click.option("--eps", type=float, default=8.0, show_default=True, help="L-inf budget in 1/255 units.")
 @click.option("--n", type=int, default=8, show_default=True, help="Test images to attack.")
 @click.option("--steps", type=int, default=60, show_default=True, help="PGD iterations.")
-@click.option("--against", type=click.Choice(["vanilla", "stochastic"]), default="vanilla", show_default=True,
-              help="adaptive only: the MirrorCheck variant the attack optimises against (stochastic: EoT).")
+@click.option("--against", type=click.Choice(["vanilla", "stochastic", "robust"]), default="vanilla", show_default=True,
+              help="adaptive and easiest: the detector the attack optimises against (stochastic: EoT; robust: "
+                   "MirrorCheck and caption agreement on the robust encoders); its scores are the ones shown.")
+@click.option("--targets", type=click.Choice(list(TARGET_SETS)), default="one", show_default=True,
+              help="Which attributes a targeted attack's wrong caption changes.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Picks the test images and the targets.")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True,
               help="Folder for grid.png (input | regeneration | attacked | regeneration, a row per image), "
                    "clean/ and attacked/ PNGs, and results.json.")
 @click.option("--weights", type=click.Path(file_okay=False, exists=True, path_type=Path),
               help="Weights folder written by `mini train --out` (default: the shipped weights).")
-def attack(kind: str, eps: float, n: int, steps: int, against: str, seed: int, out: Path,
+def attack(kind: str, eps: float, n: int, steps: int, against: str, targets: str, seed: int, out: Path,
            weights: Path | None) -> None:
-    """Attack the mini captioner with a chosen wrong caption; show what MirrorCheck sees."""
+    """Attack the mini captioner (toward a chosen wrong caption, the easiest one, or anywhere);
+    show what MirrorCheck sees."""
     from streamdetect.mini.eval.show import run_attack
     from streamdetect.models.profiles import MINI_WEIGHTS
 
-    summary = run_attack(kind, eps, n, steps, against == "stochastic", seed, out, weights or MINI_WEIGHTS)
+    summary = run_attack(kind, eps, n, steps, against, targets, seed, out, weights or MINI_WEIGHTS)
     click.echo(json.dumps(summary, indent=2))

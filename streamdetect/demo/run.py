@@ -47,7 +47,7 @@ async def run_demo(settings: Settings, timeout_s: float, run_dir: Path = Path(".
         code = await _submit_and_watch(settings, uploads, timeout_s, worker, worker_log)
         _print_metrics(settings)
         print(f"pictures: {folder} (attack/grid.png: input | regeneration | attacked | regeneration)"
-              if settings.profile == "mini" else f"pictures: {folder}")
+              if settings.profile.startswith("mini") else f"pictures: {folder}")
         return code
     finally:
         _stop(worker)
@@ -56,7 +56,7 @@ async def run_demo(settings: Settings, timeout_s: float, run_dir: Path = Path(".
 
 def _prepare(settings: Settings, folder: Path, env: dict[str, str]) -> tuple[list[DemoUpload], list[str]]:
     args = ["--max-wait-ms", "50"]
-    if settings.profile == "mini":
+    if settings.profile.startswith("mini"):
         uploads, threshold_file = mini_uploads(folder, env)
         return uploads, [*args, "--threshold-file", str(threshold_file)]
     if settings.profile == "tiny":

@@ -1,13 +1,20 @@
-"""Attacks on the mini models, all L-inf bounded, all on [0, 1] pixel tensors (N, 3, 32, 32).
+"""Attacks on the mini models, all L-inf bounded, all on [0, 1] pixel tensors (N, 3, 32, 32),
+every result rounded to 8-bit pixels as any uploaded file is.
 
 - pgd: targeted white-box PGD on the captioner: minimise the cross-entropy of a chosen wrong
   caption, so the VLM says it.
 - transfer: AttackVLM style (MF-ii): pull a surrogate encoder's embedding of the input toward
   that of an image generated from the target caption; the victim is never queried.
-- adaptive: pgd plus a term pulling the input's embedding, under the detector's own encoders,
-  toward images generated from the target caption, so the regeneration looks like the input.
+- untargeted: the smallest change that moves the caption at all: small steps up the loss of the
+  clean caption, and each image stops at the first 8-bit iterate whose caption differs.
+- adaptive: pgd plus terms pulling every signal the detector computes toward the target: the
+  input's embedding toward images generated from the target caption (MirrorCheck) and, where
+  the detector also scores caption-image agreement, toward the target caption's text embedding.
   Against stochastic MirrorCheck it takes the expectation over the defence's randomness (EoT):
   every step averages over fresh encoder subsets and weight perturbations.
+- easiest: adaptive, aimed per image at the wrong caption the untargeted attack landed on (the
+  one easiest to reach), and kept at the 8-bit iterate that says the target while looking most
+  like its generations to the detector: rounding cannot undo a success that was checked rounded.
 The attacker holds its own copies of the weights (white-box), never the detector's objects.
 """
 
@@ -24,10 +31,13 @@ from streamdetect.mini.clip import DomainClip
 from streamdetect.mini.train.captioner import caption_tokens, normalise, token_loss
 from streamdetect.models.captioner import Captioner
 
-__all__ = ["ATTACKS", "EoTSettings", "PGDSettings", "WhiteBoxCaptioner", "adaptive_attack", "pgd",
-           "pgd_attack", "transfer_attack"]
+__all__ = ["ATTACKS", "EoTSettings", "PGDSettings", "Pull", "WhiteBoxCaptioner", "adaptive_attack", "pgd",
+           "pgd_attack", "transfer_attack", "untargeted_attack"]
 Loss = Callable[[torch.Tensor], torch.Tensor]  # (N, 3, H, W) -> (N,) per-image loss to minimise
 Gradient = Callable[[torch.Tensor], torch.Tensor]  # (N, 3, H, W) -> its gradient
+# A check on rounded candidates: (accepted (N,) bool, cost (N,) float; lower is better).
+Check = Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
+CaptionFn = Callable[[torch.Tensor], list[str]]
 
 
 @dataclass(frozen=True)
@@ -55,6 +65,30 @@ class EoTSettings:
     samples: int = 2
 
 
+MARGIN_SCALE = 20.0  # the temperature of the rival loss: steep enough that the gradient points at the closest rival
+
+
+@dataclass(frozen=True)
+class Pull:
+    """One signal the detector computes, as the attacker drives it: the cosine between the
+    encoder's embedding of the input and `anchor` (N, D), one unit row per image. With `rivals`
+    (N, K, D), the anchor must also beat every rival (a caption-margin signal): the loss is the
+    cross-entropy of the anchor among anchor and rivals."""
+
+    encoder: DomainClip
+    anchor: torch.Tensor
+    stochastic: bool = False  # part of the stochastic defence's zoo: drawn and perturbed under EoT
+    rivals: torch.Tensor | None = None
+
+    def loss(self, z: torch.Tensor) -> torch.Tensor:
+        e = self.encoder.embed(z)
+        own = (e * self.anchor).sum(-1)
+        if self.rivals is None:
+            return 1 - own
+        logits = MARGIN_SCALE * torch.cat([own[:, None], torch.einsum("nd,nkd->nk", e, self.rivals)], dim=1)
+        return torch.logsumexp(logits, dim=1) - logits[:, 0]
+
+
 def gradient_of(loss: Loss) -> Gradient:
     def grad(z: torch.Tensor) -> torch.Tensor:
         with torch.enable_grad():
@@ -64,17 +98,41 @@ def gradient_of(loss: Loss) -> Gradient:
     return grad
 
 
-def pgd(x: torch.Tensor, grad: Gradient, settings: PGDSettings) -> torch.Tensor:
-    """Signed-gradient descent inside the eps ball around x and the [0, 1] box; the result is
-    rounded to 8-bit pixels, as any uploaded file would be."""
+def rounded(x: torch.Tensor) -> torch.Tensor:
+    return (x.clamp(0, 1) * 255).round() / 255
+
+
+def pgd(x: torch.Tensor, grad: Gradient, settings: PGDSettings, check: Check | None = None,
+        every: int = 5, freeze: bool = False) -> torch.Tensor:
+    """Signed-gradient descent inside the eps ball around x and the [0, 1] box, rounded to 8 bits.
+
+    With a check, every `every` steps the rounded iterate is judged and, per image, the accepted
+    one of lowest cost is what is returned (the last iterate where none was accepted). With
+    freeze, an image stops moving once accepted: its first accepted iterate is its smallest."""
     eps = settings.eps / 255
     alpha = eps * settings.step_fraction
     delta = torch.zeros_like(x)
-    for _ in range(settings.steps):
+    best = rounded(x)
+    best_cost = torch.full((len(x),), float("inf"))
+    found = torch.zeros(len(x), dtype=torch.bool)
+    for step in range(1, settings.steps + 1):
         with torch.no_grad():
-            delta = (delta - alpha * grad(x + delta).sign()).clamp(-eps, eps)
-            delta = (x + delta).clamp(0, 1) - x
-    return ((x + delta).clamp(0, 1) * 255).round() / 255
+            moving = (~found if freeze else torch.ones(len(x), dtype=torch.bool)).view(-1, 1, 1, 1)
+            update = (delta - alpha * grad(x + delta).sign()).clamp(-eps, eps)
+            delta = torch.where(moving, (x + update).clamp(0, 1) - x, delta)
+        if check is not None and (step % every == 0 or step == settings.steps):
+            candidate = rounded(x + delta)
+            accepted, cost = check(candidate)
+            better = accepted & (cost < best_cost)
+            best = torch.where(better.view(-1, 1, 1, 1), candidate, best)
+            best_cost = torch.where(better, cost, best_cost)
+            found |= accepted
+            if freeze and bool(found.all()):
+                break
+    final = rounded(x + delta)
+    if check is None:
+        return final
+    return torch.where(found.view(-1, 1, 1, 1), best, final)
 
 
 class WhiteBoxCaptioner:
@@ -100,36 +158,68 @@ def transfer_attack(surrogate: DomainClip, x: torch.Tensor, target_images: torch
     return pgd(x, gradient_of(lambda z: 1 - (surrogate.embed(z) * anchor).sum(-1)), settings)
 
 
-def adaptive_attack(
-    captioner: WhiteBoxCaptioner, encoders: list[DomainClip], x: torch.Tensor, targets: list[str],
-    target_images: torch.Tensor, settings: PGDSettings, weight: float = 2.0,
-    eot: EoTSettings | None = None, seed: int = 0,
-) -> torch.Tensor:
-    """Caption loss + weight * mean over encoders of (1 - cos(input, target generations))."""
-    caption_grad = gradient_of(captioner.loss(targets))
-    per_item = len(target_images) // len(x)
-    anchors = [enc.anchor(target_images, per_item) for enc in encoders]
-    rng = torch.Generator().manual_seed(seed)
+UNTARGETED_STEP = 0.05  # of eps: small steps, so the first caption change is close to the smallest
 
-    def embedding_grad(z: torch.Tensor, i: int, noise_seed: int, scale: float) -> torch.Tensor:
+
+def untargeted_attack(captioner: WhiteBoxCaptioner, caption: CaptionFn, x: torch.Tensor, clean: list[str],
+                      settings: PGDSettings) -> torch.Tensor:
+    """Ascend the clean caption's loss in small steps; each image keeps its first rounded
+    iterate whose caption differs from `clean` (checked every step)."""
+    ascend = gradient_of(captioner.loss(clean))
+    steps = max(settings.steps, int(2 / UNTARGETED_STEP))  # enough small steps to reach eps twice over
+    small = PGDSettings(settings.eps, steps=steps, step_fraction=UNTARGETED_STEP)
+
+    def moved(candidate: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        changed = torch.tensor([c != k for c, k in zip(caption(candidate), clean)])
+        return changed, torch.zeros(len(candidate))
+
+    return pgd(x, lambda z: -ascend(z), small, check=moved, every=1, freeze=True)
+
+
+def adaptive_attack(
+    captioner: WhiteBoxCaptioner, pulls: list[Pull], x: torch.Tensor, targets: list[str],
+    settings: PGDSettings, weight: float = 2.0, eot: EoTSettings | None = None, seed: int = 0,
+    caption: CaptionFn | None = None,
+) -> torch.Tensor:
+    """Caption loss + weight * mean over pulls of (1 - cos(embedding, anchor)).
+
+    With `caption`, every fifth step is checked rounded, and each image keeps the iterate that
+    says its target with the lowest pull loss (the hardened form the `easiest` attack uses)."""
+    caption_grad = gradient_of(captioner.loss(targets))
+    rng = torch.Generator().manual_seed(seed)
+    zoo = [p for p in pulls if p.stochastic]
+
+    def pull_grad(z: torch.Tensor, pull: Pull, noise_seed: int, scale: float) -> torch.Tensor:
         # The gradient is taken inside the perturbation: restoring the weights after the
         # forward pass would invalidate the tensors autograd saved.
-        with perturbed(encoders[i].model.visual, noise_seed, scale):
-            return gradient_of(lambda v: 1 - (encoders[i].embed(v) * anchors[i]).sum(-1))(z)
+        with perturbed(pull.encoder.model.visual, noise_seed, scale):
+            return gradient_of(pull.loss)(z)
 
-    def draws() -> list[tuple[int, int, float]]:
-        if eot is None:
-            return [(i, 0, 0.0) for i in range(len(encoders))]
+    def draws() -> list[tuple[Pull, int, float]]:
+        fixed = [(p, 0, 0.0) for p in pulls if not p.stochastic or eot is None]
+        if eot is None or not zoo:
+            return fixed
         out = []
         for _ in range(eot.samples):
             noise_seed = int(torch.randint(0, 2**62, (), generator=rng))
-            chosen = torch.randperm(len(encoders), generator=rng)[: eot.k].tolist()
-            out += [(i, noise_seed + i, eot.noise_scale) for i in chosen]
-        return out
+            chosen = torch.randperm(len(zoo), generator=rng)[: eot.k].tolist()
+            out += [(zoo[i], noise_seed + i, eot.noise_scale) for i in chosen]
+        # Each EoT sample stands for one draw of the stochastic detector: weight it as one signal.
+        return fixed + [(p, s, n) for p, s, n in out]
 
     def grad(z: torch.Tensor) -> torch.Tensor:
         picked = draws()
-        emb = sum(embedding_grad(z, i, ns, scale) for i, ns, scale in picked) / len(picked)
-        return caption_grad(z) + weight * emb
+        if not picked:
+            return caption_grad(z)
+        pulled = sum(pull_grad(z, p, ns, scale) for p, ns, scale in picked) / len(picked)
+        return caption_grad(z) + weight * pulled
 
-    return pgd(x, grad, settings)
+    check = None
+    if caption is not None:
+        def check(candidate: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            hit = torch.tensor([c == t for c, t in zip(caption(candidate), targets)])
+            with torch.no_grad():
+                cost = torch.stack([p.loss(candidate) for p in pulls]).mean(0) if pulls else torch.zeros(len(x))
+            return hit, cost
+
+    return pgd(x, grad, settings, check=check)

@@ -23,8 +23,11 @@ TINY_GENERATOR_OPTIONS = "steps=2&guidance=2"
 TINY_ENCODERS = ("encoder-vit-a", "encoder-vit-b")
 MINI_WEIGHTS = Path(__file__).resolve().parent.parent / "mini" / "weights"
 MINI_ENCODERS = ("encoder-vit-a", "encoder-vit-b", "encoder-rn")
+# TeCoA fine-tunes of the three (mini/train/robust.py): what an attacker holding every shipped
+# weight still has to move within eps (README, "Defences against adaptive attacks").
+MINI_ROBUST_ENCODERS = ("robust-vit-a", "robust-vit-b", "robust-rn")
 MINI_GENERATOR_OPTIONS = "steps=10&guidance=1.5"  # matches the data at 10 Euler steps (docs/architecture.md#mini-recipe)
-PROFILES = ("tiny", "mini", "paper", "standard")
+PROFILES = ("tiny", "mini", "mini-robust", "paper", "standard")
 
 
 @dataclass(frozen=True)
@@ -54,8 +57,8 @@ def get_profile(name: str, model_dir: Path, device: str | None = None, dtype: st
             name, f"hf:{root / 'captioner'}", f"diffusers:{root / 'generator'}?{TINY_GENERATOR_OPTIONS}",
             tuple(f"open_clip:{root / enc}" for enc in TINY_ENCODERS), device, dtype or "fp32",
         )
-    if name == "mini":
-        return mini_profile(MINI_WEIGHTS, device, dtype or "fp32")
+    if name in ("mini", "mini-robust"):
+        return mini_profile(MINI_WEIGHTS, device, dtype or "fp32", robust=name == "mini-robust")
     if name == "paper":
         generator = "diffusers:stable-diffusion-v1-5/stable-diffusion-v1-5?steps=50&guidance=7.5"
         return Profile(name, BLIP, generator, PAPER_ENCODERS, device, dtype or "fp32")
@@ -66,12 +69,15 @@ def get_profile(name: str, model_dir: Path, device: str | None = None, dtype: st
     raise ValueError(f"unknown profile {name!r}; known profiles: {', '.join(PROFILES)}")
 
 
-def mini_profile(root: Path, device: str = "cpu", dtype: str = "fp32") -> Profile:
-    """The mini models in a weights folder: the shipped one, or one `streamdetect mini train` wrote."""
+def mini_profile(root: Path, device: str = "cpu", dtype: str = "fp32", robust: bool = False) -> Profile:
+    """The mini models in a weights folder: the shipped one, or one `streamdetect mini train` wrote;
+    robust: scored with the adversarially fine-tuned encoders instead of the public ones."""
     root = Path(root).expanduser().resolve()
+    encoders = MINI_ROBUST_ENCODERS if robust else MINI_ENCODERS
     return Profile(
-        "mini", f"hf:{root / 'captioner'}", f"mini-t2i:{root / 'generator'}?{MINI_GENERATOR_OPTIONS}",
-        tuple(f"open_clip:{root / enc}" for enc in MINI_ENCODERS), device, dtype,
+        "mini-robust" if robust else "mini", f"hf:{root / 'captioner'}",
+        f"mini-t2i:{root / 'generator'}?{MINI_GENERATOR_OPTIONS}",
+        tuple(f"open_clip:{root / enc}" for enc in encoders), device, dtype,
     )
 
 

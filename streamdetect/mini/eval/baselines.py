@@ -1,6 +1,8 @@
 """Baseline detectors from the paper's table, on the mini models. Each returns a similarity per
 image (flag when low), the same convention as MirrorCheck's score.
 
+- caption_margin (a defence, not a baseline): the caption's similarity to the image minus that
+  of its best one-attribute rival, under each encoder; used on the robust encoders.
 - clip_score: cosine between the caption's text embedding and the image's embedding, averaged
   over the encoders ("CLIP" in the paper's table).
 - feature_squeezing (Xu et al.): does the caption survive bit-depth reduction and a median
@@ -19,7 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from streamdetect.mini.clip import DomainClip
-from streamdetect.mini.domain import to_images
+from streamdetect.mini.domain import neighbours, to_images
 
 CaptionFn = Callable[[torch.Tensor], list[str]]  # (N, 3, H, W) pixels -> captions
 
@@ -36,6 +38,21 @@ def clip_score(clips: list[DomainClip], x: torch.Tensor, captions: list[str]) ->
     with torch.no_grad():
         sims = [(clip.embed(x) * clip.embed_text(captions)).sum(-1) for clip in clips]
     return [float(s) for s in torch.stack(sims).mean(0)]
+
+
+def caption_margin(clips: list[DomainClip], x: torch.Tensor, captions: list[str]) -> list[float]:
+    """How much better the caption fits the image than its nearest rivals (captions one attribute
+    away), under each encoder, averaged: positive when the encoder agrees with the caption. On
+    robust encoders an attacker must move the embedding itself to flip it, not just the caption."""
+    with torch.no_grad():
+        margins = []
+        for clip in clips:
+            image = clip.embed(x)
+            own = (image * clip.embed_text(captions)).sum(-1)
+            rival = torch.stack([(image[i : i + 1] @ clip.embed_text(neighbours(c)).T).max()
+                                 for i, c in enumerate(captions)])
+            margins.append(own - rival)
+    return [float(m) for m in torch.stack(margins).mean(0)]
 
 
 def bit_depth(x: torch.Tensor, bits: int = 4) -> torch.Tensor:

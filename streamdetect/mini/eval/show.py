@@ -10,38 +10,47 @@ import numpy as np
 from PIL import Image
 
 from streamdetect.detector.mirrorcheck import ensemble_score, score_pairs
-from streamdetect.mini.domain import make_split, to_images, to_tensor, wrong_caption
-from streamdetect.mini.eval.run import EvalSettings, MiniBench
+from streamdetect.mini.domain import make_split, parse_caption, to_images, to_tensor, wrong_caption
+from streamdetect.mini.eval.bench import BenchSettings, MiniBench
 from streamdetect.models.profiles import MINI_WEIGHTS
 
 SCALE = 4  # 32x32 pictures are too small to look at
 
 
-def run_attack(kind: str, eps: float, n: int, steps: int, stochastic: bool, seed: int, out: Path,
+AIMS = {"vanilla": "public", "stochastic": "stochastic", "robust": "robust"}
+
+
+def run_attack(kind: str, eps: float, n: int, steps: int, against: str, target_set: str, seed: int, out: Path,
                weights: Path = MINI_WEIGHTS) -> dict:
-    bench = MiniBench(EvalSettings(n=max(n, 2), seed=seed, attack_steps=steps, attacks=(kind,), eps=(eps,)), weights)
+    bench = MiniBench(BenchSettings(seed=seed, attack_steps=steps), weights)
     images, scenes = make_split(seed, "test", n)
     x = to_tensor(images)
-    rng = np.random.default_rng([seed, 7])
-    targets = [wrong_caption(s, rng) for s in scenes]
-    target_images = bench.target_images(targets) if kind != "pgd" else None
-    adv = bench.attack(kind, x, targets, target_images, eps, stochastic)
+    clean_captions = bench.caption(x)
+    targets = [wrong_caption(s, np.random.default_rng([seed, 7, i]), target_set) for i, s in enumerate(scenes)]
+    if kind == "easiest":
+        landed = bench.caption(bench.attack("untargeted", x, [], eps, clean_captions=clean_captions))
+        targets = [c if c != k and parse_caption(c) else t for c, k, t in zip(landed, clean_captions, targets)]
+    adv = bench.attack(kind, x, targets, eps, AIMS[against], clean_captions=clean_captions)
     adv_images = to_images(adv)
-    clean_captions, adv_captions = bench.caption(x), bench.caption(adv)
+    adv_captions = bench.caption(adv)
     regen_clean = bench.regenerate(bench.models.generator, clean_captions)
     regen_adv = bench.regenerate(bench.models.generator, adv_captions)
-    score_clean = score_pairs(bench.models.encoders, images, regen_clean)
-    score_adv = score_pairs(bench.models.encoders, adv_images, regen_adv)
+    encoders = bench.robust if against == "robust" else bench.models.encoders
+    score_clean = score_pairs(encoders, images, regen_clean)
+    score_adv = score_pairs(encoders, adv_images, regen_adv)
     out.mkdir(parents=True, exist_ok=True)
     grid(list(zip(images, regen_clean, adv_images, regen_adv))).save(out / "grid.png")
     _save_all(out / "clean", images)
     _save_all(out / "attacked", adv_images)
-    items = [{"truth": s.caption, "target": t, "clean_caption": c, "attacked_caption": a, "success": a == t,
+    goal = adv_captions if kind == "untargeted" else targets
+    items = [{"truth": s.caption, "target": None if kind == "untargeted" else t, "clean_caption": c,
+              "attacked_caption": a, "success": (a != c) if kind == "untargeted" else a == t,
               "mirrorcheck_clean": ensemble_score(sc), "mirrorcheck_attacked": ensemble_score(sa),
               "linf_255": float((adv[i] - x[i]).abs().max() * 255)}
-             for i, (s, t, c, a, sc, sa) in enumerate(zip(scenes, targets, clean_captions, adv_captions,
+             for i, (s, t, c, a, sc, sa) in enumerate(zip(scenes, goal, clean_captions, adv_captions,
                                                           score_clean, score_adv))]
-    summary = {"attack": kind, "eps": eps, "steps": steps, "against": "stochastic" if stochastic else "vanilla",
+    summary = {"attack": kind, "eps": eps, "steps": steps, "against": against, "targets": target_set,
+               "scored_with": [e.name for e in encoders],
                "n": n, "attack_success_rate": float(np.mean([i["success"] for i in items])),
                "columns": ["input", "regenerated from its caption", "attacked", "regenerated from its caption"]}
     (out / "results.json").write_text(json.dumps({**summary, "items": items}, indent=2))

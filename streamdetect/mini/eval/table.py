@@ -2,15 +2,27 @@
 
 from __future__ import annotations
 
+ORDER = ("pgd", "transfer", "untargeted", "adaptive", "easiest")
+
+
+def _label(r: dict) -> str:
+    parts = [r["attack"]]
+    if r.get("targets") not in (None, "one", "none", "easiest"):
+        parts.append(f"[{r['targets']}]")
+    if r.get("aimed_at"):
+        parts.append(f"@{r['aimed_at']}")
+    return "".join(parts)
+
 
 def format_table(rows: list[dict]) -> str:
     def num(v: float | None) -> str:
         return "   -  " if v is None else f"{v:6.3f}"
 
-    lines = ["method               attack    eps  auroc   acc  tpr@1%  asr     n"]
+    lines = ["method               attack                 eps  auroc   acc  tpr@1%  asr    undet   n"]
     for r in rows:
-        lines.append(f"{r['method']:20} {r['attack']:9} {r['eps']:3g} {num(r['auroc'])} {num(r['accuracy'])} "
-                     f"{num(r['tpr_at_1pct_fpr'])} {num(r['attack_success_rate'])} {r['n']:5d}")
+        lines.append(f"{r['method']:20} {_label(r):22} {r['eps']:3g} {num(r['auroc'])} {num(r['accuracy'])} "
+                     f"{num(r['tpr_at_1pct_fpr'])} {num(r['attack_success_rate'])} "
+                     f"{num(r.get('undetected_success_rate'))} {r['n']:5d}")
     return "\n".join(lines)
 
 
@@ -18,11 +30,12 @@ def markdown_table(result: dict) -> str:
     def num(v: float | None) -> str:
         return "n/a" if v is None else f"{v:.2f}"
 
-    lines = ["| method | attack | eps | AUROC | acc | TPR@1%FPR | ASR | n |", "|---|---|---|---|---|---|---|---|"]
-    for r in sorted(result["rows"], key=lambda r: (("pgd", "transfer", "adaptive").index(r["attack"]), r["eps"],
-                                                  r["method"])):
-        lines.append(f"| {r['method']} | {r['attack']} | {r['eps']:g} | {num(r['auroc'])} | {num(r['accuracy'])} "
-                     f"| {num(r['tpr_at_1pct_fpr'])} | {num(r['attack_success_rate'])} | {r['n']} |")
+    lines = ["| method | attack | eps | AUROC | acc | TPR@1%FPR | ASR | undetected @5% | n |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for r in sorted(result["rows"], key=lambda r: (ORDER.index(r["attack"]), r["eps"], _label(r), r["method"])):
+        lines.append(f"| {r['method']} | {_label(r)} | {r['eps']:g} | {num(r['auroc'])} | {num(r['accuracy'])} "
+                     f"| {num(r['tpr_at_1pct_fpr'])} | {num(r['attack_success_rate'])} "
+                     f"| {num(r.get('undetected_success_rate'))} | {r['n']} |")
     if result.get("steps"):
         lines += ["", "| Euler steps | AUROC (PGD eps 8) | generator accuracy | generation time vs default |",
                   "|---|---|---|---|"]

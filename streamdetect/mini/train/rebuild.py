@@ -14,9 +14,10 @@ from pathlib import Path
 from streamdetect.mini.train.captioner import train_captioner
 from streamdetect.mini.train.encoders import ENCODERS, train_encoder
 from streamdetect.mini.train.generator import train_generator
+from streamdetect.mini.train.robust import ROBUST, train_robust
 from streamdetect.mini.train.common import Log
 
-PARTS = ("generator", "captioner", *ENCODERS)
+PARTS = ("generator", "captioner", *ENCODERS, *ROBUST)  # a robust encoder after its base
 
 
 def train_part(part: str, out: Path, seed: int, log: Log) -> None:
@@ -31,6 +32,8 @@ def train_part(part: str, out: Path, seed: int, log: Log) -> None:
             train_generator(build / part, seed, log)
         elif part == "captioner":
             train_captioner(build / part, seed + 1, log)
+        elif part in ROBUST:
+            train_robust(build, part, seed, log, base_dir=out)
         else:
             train_encoder(build, part, seed, log)
         target = out / part

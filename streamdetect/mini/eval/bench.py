@@ -1,0 +1,177 @@
+"""The mini models loaded once, the detectors that judge images, and the attacks aimed at them.
+
+Detectors (methods), each a similarity per image, flagged when low:
+- mirrorcheck: vanilla MirrorCheck, the public encoders (the `mini` profile);
+- stochastic: the paper's stochastic variant over those encoders;
+- robust: MirrorCheck scored with the adversarially fine-tuned encoders (`mini-robust`);
+- robust_clip: caption-image agreement under the robust encoders (no regeneration);
+- robust_margin: how much better the caption fits than its one-attribute rivals, under the
+  robust encoders (no regeneration);
+- fused: the worst clean-standardised of robust and robust_margin (detector.fusion, fitted on
+  clean validation scenes);
+- private: MirrorCheck with robust encoders trained from a private seed and never shipped
+  (grey-box; needs --private-weights), judged on attacks aimed at the public robust ones;
+- clip_score, feature_squeezing, mutation_divergence: the paper's baselines.
+
+Adaptive attacks are aimed at one group of detectors (AIMED) and pull every signal the group
+uses; each group is judged only on the attacks aimed at it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from streamdetect.detector.fusion import MinZFusion
+from streamdetect.detector.mirrorcheck import ensemble_score, score_pairs
+from streamdetect.detector.stochastic import StochasticSettings, draw, score_with_draw
+from streamdetect.mini.attacks import (EoTSettings, PGDSettings, Pull, WhiteBoxCaptioner, adaptive_attack,
+                                       pgd_attack, transfer_attack, untargeted_attack)
+from streamdetect.mini.clip import DomainClip
+from streamdetect.mini.eval.baselines import (caption_margin, captioner_fn, clip_score, feature_squeezing,
+                                             mutation_divergence)
+from streamdetect.mini.domain import neighbours, to_images, to_tensor
+from streamdetect.mini.train.encoders import SURROGATE
+from streamdetect.mini.train.robust import ROBUST
+from streamdetect.models.encoders import ImageEncoder
+from streamdetect.models.generator import Generator
+from streamdetect.models.profiles import MINI_ENCODERS, ModelSet, load_models, mini_profile
+
+METHODS = ("mirrorcheck", "stochastic", "robust", "robust_clip", "robust_margin", "fused", "private",
+           "clip_score", "feature_squeezing", "mutation_divergence")
+AIMED = {  # who an adaptive attack is aimed at -> the detectors judged on it
+    "public": ("mirrorcheck", "clip_score", "feature_squeezing", "mutation_divergence"),
+    "stochastic": ("stochastic",),
+    "robust": ("robust", "robust_clip", "robust_margin", "fused", "private"),
+}
+FUSED_SIGNALS = ("robust", "robust_margin")
+REGEN_SEED, DRAW_SEED, TARGET_SEED = 1_000_000, 2_000_000, 3_000_000  # detector's vs attacker's seeds
+
+
+@dataclass
+class Judged:
+    captions: list[str]
+    scores: dict[str, list[float]] = field(default_factory=dict)  # method -> similarity per image
+
+
+@dataclass(frozen=True)
+class BenchSettings:
+    seed: int = 0
+    attack_steps: int = 60
+    adaptive_weight: float = 2.0
+    stochastic_k: int = 2  # encoders per request, of the profile's 3
+    noise_scale: float = 1e-3
+    eot_samples: int = 2
+    mutations: int = 6
+    target_generations: int = 4  # attacker's generations per target caption (EoT over the regeneration)
+
+
+def _private(folder: Path) -> list[ImageEncoder]:
+    """The robust-* encoders a platform trained from its own seed (any of them, at least one)."""
+    names = [name for name in ROBUST if (folder / name / "open_clip_config.json").is_file()]
+    if not names:
+        raise FileNotFoundError(f"{folder} holds none of {', '.join(ROBUST)}: train them with `streamdetect mini "
+                                f"train --seed SECRET --only encoder-rn --only robust-rn --out {folder}`")
+    return [ImageEncoder.load(f"open_clip:{folder / name}") for name in names]
+
+
+class MiniBench:
+    def __init__(self, settings: BenchSettings, weights: Path, private_weights: Path | None = None) -> None:
+        self.settings = settings
+        self.weights = Path(weights)
+        self.models: ModelSet = load_models(mini_profile(self.weights))
+        self.whitebox = WhiteBoxCaptioner(self.models.captioner)
+        self.clips = [DomainClip(self.weights / name) for name in MINI_ENCODERS]
+        self.surrogate = DomainClip(self.weights / SURROGATE)
+        self.robust_clips = [DomainClip(self.weights / name) for name in ROBUST]
+        self.robust = [ImageEncoder.load(f"open_clip:{self.weights / name}") for name in ROBUST]
+        self.private = _private(Path(private_weights)) if private_weights else []
+        self.caption = captioner_fn(self.models.captioner)
+        self.stochastic = StochasticSettings(k=settings.stochastic_k, noise_scale=settings.noise_scale)
+        self.fusion: MinZFusion | None = None
+
+    # -- detectors -------------------------------------------------------------------------
+    def judge(self, x: torch.Tensor, methods: tuple[str, ...], draw_offset: int = 0) -> Judged:
+        captions = self.caption(x)
+        judged = Judged(captions)
+        images = to_images(x)
+        wanted = set(methods) | (set(FUSED_SIGNALS) if "fused" in methods else set())
+        regen = self.regenerate(self.models.generator, captions) if wanted & {"mirrorcheck", "stochastic", "robust",
+                                                                               "private"} else None
+        for method, encoders in (("mirrorcheck", self.models.encoders), ("robust", self.robust),
+                                 ("private", self.private)):
+            if method in wanted:
+                judged.scores[method] = [ensemble_score(s) for s in score_pairs(encoders, images, regen)]
+        if "stochastic" in wanted:
+            judged.scores["stochastic"] = [self._stochastic(draw_offset + i, im, rg)
+                                           for i, (im, rg) in enumerate(zip(images, regen))]
+        if "robust_clip" in wanted:
+            judged.scores["robust_clip"] = clip_score(self.robust_clips, x, captions)
+        if "robust_margin" in wanted:
+            judged.scores["robust_margin"] = caption_margin(self.robust_clips, x, captions)
+        if "fused" in wanted and self.fusion is not None:
+            judged.scores["fused"] = self.fusion.scores({k: judged.scores[k] for k in FUSED_SIGNALS})
+        self._baselines(judged, x, methods)
+        return judged
+
+    def fit_fusion(self, clean_validation: Judged) -> None:
+        self.fusion = MinZFusion.fit({k: clean_validation.scores[k] for k in FUSED_SIGNALS})
+        clean_validation.scores["fused"] = self.fusion.scores({k: clean_validation.scores[k] for k in FUSED_SIGNALS})
+
+    def _baselines(self, judged: Judged, x: torch.Tensor, methods: tuple[str, ...]) -> None:
+        if "clip_score" in methods:
+            judged.scores["clip_score"] = clip_score(self.clips, x, judged.captions)
+        if "feature_squeezing" in methods:
+            judged.scores["feature_squeezing"] = feature_squeezing(self.caption, x, judged.captions)
+        if "mutation_divergence" in methods:
+            judged.scores["mutation_divergence"] = mutation_divergence(
+                self.caption, x, self.settings.mutations, self.settings.seed)
+
+    def regenerate(self, generator: Generator, captions: list[str]) -> list:  # type: ignore[type-arg]
+        seeds = [REGEN_SEED + i for i in range(len(captions))]
+        return generator.generate(captions, seeds)
+
+    def _stochastic(self, index: int, image, regenerated) -> float:  # type: ignore[no-untyped-def]
+        d = draw(DRAW_SEED + index, 1, len(self.models.encoders), self.stochastic)
+        chosen = [self.models.encoders[j] for j in d.encoders]
+        return ensemble_score(score_with_draw(chosen, image, regenerated, d.seed, d.noise_scale))
+
+    # -- attacks ---------------------------------------------------------------------------
+    def target_images(self, targets: list[str]) -> torch.Tensor:
+        m = self.settings.target_generations
+        prompts = [t for t in targets for _ in range(m)]
+        seeds = [TARGET_SEED + i for i in range(len(prompts))]
+        return to_tensor(self.models.generator.generate(prompts, seeds))
+
+    def pulls(self, aimed: str, targets: list[str], target_images: torch.Tensor) -> list[Pull]:
+        """Every signal of the aimed-at detectors, as the attacker pulls it toward the target."""
+        m = self.settings.target_generations
+        if aimed in ("public", "stochastic"):
+            return [Pull(c, c.anchor(target_images, m), stochastic=aimed == "stochastic") for c in self.clips]
+        if aimed == "robust":
+            return [pull for c in self.robust_clips for pull in (
+                Pull(c, c.anchor(target_images, m)),  # MirrorCheck on the robust encoders
+                Pull(c, c.embed_text(targets)),  # caption-image agreement
+                Pull(c, c.embed_text(targets), rivals=torch.stack([c.embed_text(neighbours(t)) for t in targets])),
+            )]  # and the caption margin
+        raise ValueError(f"unknown aim {aimed!r}; expected one of {', '.join(AIMED)}")
+
+    def attack(self, kind: str, x: torch.Tensor, targets: list[str], eps: float, aimed: str = "public",
+               target_images: torch.Tensor | None = None, clean_captions: list[str] | None = None) -> torch.Tensor:
+        s = self.settings
+        settings = PGDSettings(eps, steps=s.attack_steps)
+        if kind == "pgd":
+            return pgd_attack(self.whitebox, x, targets, settings)
+        if kind == "untargeted":
+            return untargeted_attack(self.whitebox, self.caption, x, clean_captions or self.caption(x), settings)
+        target_images = self.target_images(targets) if target_images is None else target_images
+        if kind == "transfer":
+            return transfer_attack(self.surrogate, x, target_images, settings)
+        if kind in ("adaptive", "easiest"):
+            eot = EoTSettings(s.stochastic_k, s.noise_scale, s.eot_samples) if aimed == "stochastic" else None
+            return adaptive_attack(self.whitebox, self.pulls(aimed, targets, target_images), x, targets, settings,
+                                   s.adaptive_weight, eot, seed=s.seed,
+                                   caption=self.caption if kind == "easiest" else None)
+        raise ValueError(f"unknown attack {kind!r}")
