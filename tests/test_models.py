@@ -115,7 +115,7 @@ def test_profiles(tmp_path: Path) -> None:
 
 
 def test_profile_errors(tmp_path: Path) -> None:
-    with pytest.raises(ValueError, match="known profiles: tiny, mini, paper, standard"):
+    with pytest.raises(ValueError, match="known profiles: tiny, mini, mini-robust, paper, standard"):
         get_profile("huge", tmp_path)
     with pytest.raises(ValueError, match="'tpu'"):
         get_profile("paper", tmp_path, device="tpu")
@@ -250,3 +250,35 @@ def test_loaders_reject_wrong_kind_device_and_dtype(tiny_model_dir: Path) -> Non
         Captioner.load(f"hf:{tiny_model_dir / 'captioner'}", device="gpu")
     with pytest.raises(ValueError, match="bad dtype 'float32'"):
         ImageEncoder.load(f"open_clip:{tiny_model_dir / 'encoder-vit-a'}", dtype="float32")
+
+
+def test_robust_clip_checkpoints_load_from_a_local_folder_as_encoders(tmp_path: Path, images) -> None:
+    """TeCoA/FARE robust CLIP checkpoints are published in open_clip's hub layout
+    (open_clip_config.json + open_clip_pytorch_model.bin); a copy in a local folder is an
+    encoder spec like any other, for any profile's encoder_zoo (README, Defences)."""
+    from safetensors.torch import load_file
+
+    from streamdetect.models.tiny import save_tiny_open_clip
+    from streamdetect.models.zoo import load_zoo, resolve_zoo
+
+    folder = tmp_path / "fare2-tiny"
+    save_tiny_open_clip(folder, 3, embed_dim=32, image_size=32, width=32, patch_size=8)
+    state = load_file(folder / "open_clip_model.safetensors")
+    (folder / "open_clip_model.safetensors").unlink()
+    torch.save(state, folder / "open_clip_pytorch_model.bin")
+    zoo = resolve_zoo(get_profile("paper", tmp_path), "vanilla", (f"open_clip:{folder}",))
+    assert zoo.encoders == (f"open_clip:{folder}",)
+    (encoder,) = load_zoo(zoo, captioner=False, generators=False).encoders
+    assert encoder.name == "fare2-tiny"
+    embedded = encoder.embed(images[:2])
+    assert embedded.shape == (2, 32) and torch.allclose(embedded.norm(dim=-1), torch.ones(2), atol=1e-4)
+
+
+def test_mini_robust_profile_scores_with_the_shipped_robust_encoders() -> None:
+    from streamdetect.models.profiles import MINI_ROBUST_ENCODERS, MINI_WEIGHTS
+
+    robust = get_profile("mini-robust", MINI_WEIGHTS.parent)
+    plain = get_profile("mini", MINI_WEIGHTS.parent)
+    assert (robust.captioner, robust.generator) == (plain.captioner, plain.generator)
+    assert [Path(parse_spec(e).name).name for e in robust.encoders] == list(MINI_ROBUST_ENCODERS)
+    assert all((Path(parse_spec(e).name) / "open_clip_model.safetensors").is_file() for e in robust.encoders)

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from streamdetect.detector.mirrorcheck import ensemble_score, score_pairs
+from streamdetect.detector.stochastic import perturbed
 from streamdetect.detector.thresholds import fit_target_fpr
 from streamdetect.mini import DEFAULT_METHODS
 from streamdetect.mini.attacks import ATTACKS, PGDSettings
@@ -222,7 +223,22 @@ def model_quality(bench: MiniBench, clean: Clean) -> dict:
         encoders[f"private/{enc.name}"] = zero_shot(DomainClip(Path(enc.spec.split(":", 1)[1])), clean.x, clean.scenes)
     return {"captioner_accuracy": float(np.mean([c == t for c, t in zip(clean.judged.captions, truth)])),
             "generator_accuracy": float(np.mean([c == t for c, t in zip(gen_captions, truth)])),
-            "n": len(truth), "encoders_zero_shot": encoders}
+            "n": len(truth), "encoders_zero_shot": encoders,
+            "stochastic_noise_cosine": noise_cosine(bench, clean.x)}
+
+
+def noise_cosine(bench: MiniBench, x: torch.Tensor) -> dict[str, float]:
+    """How far the stochastic variant's weight noise moves each public encoder's embeddings:
+    mean cosine between perturbed and unperturbed embeddings of the clean test images."""
+    scale = bench.settings.noise_scale
+    out = {}
+    for i, clip in enumerate(bench.clips):
+        with torch.no_grad():
+            plain = clip.embed(x)
+            with perturbed(clip.model.visual, 1234 + i, scale):
+                noisy = clip.embed(x)
+        out[MINI_ENCODERS[i]] = float((plain * noisy).sum(-1).mean())
+    return {"noise_scale": scale, **out}
 
 
 def steps_sweep(bench: MiniBench, clean: Clean, attacked: tuple[torch.Tensor, Judged, Outcome],

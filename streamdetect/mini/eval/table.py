@@ -42,3 +42,31 @@ def markdown_table(result: dict) -> str:
         lines += [f"| {r['steps']} | {num(r['auroc'])} | {num(r['generator_accuracy'])} | {r['time_ratio']:.2f}x |"
                   for r in result["steps"]]
     return "\n".join(lines)
+
+
+def worst_case(result: dict) -> list[dict]:
+    """Per detector and eps, the attack in this run that let most attacks through undetected
+    (ties: the lower AUROC): the row a defence must be judged by."""
+    worst: dict[tuple[str, float], dict] = {}
+    for r in result["rows"]:
+        if r.get("undetected_success_rate") is None:
+            continue
+        key = (r["method"], r["eps"])
+        if key not in worst or _rank(r) > _rank(worst[key]):
+            worst[key] = r
+    return [worst[k] for k in sorted(worst)]
+
+
+def _rank(r: dict) -> tuple[float, float]:
+    return r["undetected_success_rate"], -(r["auroc"] if r["auroc"] is not None else 1.0)
+
+
+def markdown_worst_case(result: dict) -> str:
+    def num(v: float | None) -> str:
+        return "n/a" if v is None else f"{v:.2f}"
+
+    lines = ["| detector | eps | strongest attack | AUROC | TPR@1%FPR | undetected @5% | clean FPR (test) |",
+             "|---|---|---|---|---|---|---|"]
+    lines += [f"| {r['method']} | {r['eps']:g} | {_label(r)} | {num(r['auroc'])} | {num(r['tpr_at_1pct_fpr'])} "
+              f"| {num(r['undetected_success_rate'])} | {num(r['clean_fpr_test'])} |" for r in worst_case(result)]
+    return "\n".join(lines)
