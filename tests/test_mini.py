@@ -158,3 +158,32 @@ def test_regeneration_noise_splits_the_variance_and_averaging_shrinks_it() -> No
     assert result["regeneration_share"] == 1.0
     assert result["averaging"][1]["clean_std"] == 0.0  # two seeds averaged cancel it here
     assert result["averaging"][0]["clean_std"] > 0.02
+
+
+# Measured on this reduced run: easiest-caption attack success 0.925, the recommended detector's
+# AUROC 0.966 (standard error 0.022) with 27.5% undetected at 5% FPR; PGD AUROC 1.00. The
+# floors sit about two standard errors below (issue 12's goal, 10% undetected, is not reached:
+# README, "Defences against adaptive attacks").
+STRONGEST_SUCCESS_FLOOR = 0.75
+STRONGEST_AUROC_FLOOR = 0.90
+UNDETECTED_CEILING = 0.40
+RECOMMENDED_PGD_FLOOR = 0.95
+
+
+def test_recommended_detector_floor_against_the_strongest_adaptive_attack():
+    """Issue 12's floor, reduced (n=40 test, 60 validation scenes, eps 8): the detector README
+    recommends, against each image's easiest wrong caption hardened against all its signals,
+    must keep its AUROC and undetected-success rate, and its AUROC on plain PGD."""
+    from streamdetect.mini import RECOMMENDED
+    from streamdetect.mini.eval.run import EvalSettings, run_eval
+
+    settings = EvalSettings(n=40, n_val=60, eps=(8.0,), attacks=("pgd", "easiest"),
+                            methods=(RECOMMENDED,), steps_sweep=())
+    rows = {(r["method"], r["attack"]): r for r in run_eval(settings, log=print)["rows"]}
+    strongest, pgd = rows[(RECOMMENDED, "easiest")], rows[(RECOMMENDED, "pgd")]
+    print({k: strongest[k] for k in ("auroc", "auroc_se", "undetected_success_rate", "attack_success_rate")},
+          {k: pgd[k] for k in ("auroc", "auroc_se")})
+    assert strongest["attack_success_rate"] >= STRONGEST_SUCCESS_FLOOR, strongest  # the attack is real
+    assert strongest["undetected_success_rate"] <= UNDETECTED_CEILING, strongest
+    assert strongest["auroc"] >= STRONGEST_AUROC_FLOOR, strongest
+    assert pgd["auroc"] >= RECOMMENDED_PGD_FLOOR, pgd

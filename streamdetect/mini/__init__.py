@@ -9,3 +9,6 @@ DEFAULT_METHODS = ("mirrorcheck", "stochastic", "robust", "robust_clip", "robust
                    "feature_squeezing", "mutation_divergence")
 # Target sets of the targeted attacks (mini/domain.py TARGET_SETS holds the attributes each changes).
 TARGET_SETS = ("one", "shape", "colour", "size", "position", "background", "any", "pair")
+# The detector README recommends against white-box adaptive attacks on the mini domain: the
+# caption margin under the robust encoders (README, "Defences against adaptive attacks").
+RECOMMENDED = "robust_margin"

@@ -70,6 +70,7 @@ class BenchSettings:
 
 def _private(folder: Path) -> list[ImageEncoder]:
     """The robust-* encoders a platform trained from its own seed (any of them, at least one)."""
+    folder = folder.expanduser().resolve()
     names = [name for name in ROBUST if (folder / name / "open_clip_config.json").is_file()]
     if not names:
         raise FileNotFoundError(f"{folder} holds none of {', '.join(ROBUST)}: train them with `streamdetect mini "
@@ -80,7 +81,7 @@ def _private(folder: Path) -> list[ImageEncoder]:
 class MiniBench:
     def __init__(self, settings: BenchSettings, weights: Path, private_weights: Path | None = None) -> None:
         self.settings = settings
-        self.weights = Path(weights)
+        self.weights = Path(weights).expanduser().resolve()  # a spec names a folder only as an absolute path
         self.models: ModelSet = load_models(mini_profile(self.weights))
         self.whitebox = WhiteBoxCaptioner(self.models.captioner)
         self.clips = [DomainClip(self.weights / name) for name in MINI_ENCODERS]
