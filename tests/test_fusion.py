@@ -40,3 +40,21 @@ def test_fusion_refuses_what_it_cannot_judge() -> None:
     with pytest.raises(ValueError, match="non-finite"):
         fusion.score({"a": 0.5, "b": float("nan")})  # a NaN is never a clean verdict
     assert MinZFusion.fit({"a": [2.0, 2.0]}).score({"a": 1.0}) < -1e5  # constant on clean: any drop is far
+
+
+def test_fusion_rules_are_fitted_on_validation_and_scored_on_the_attacked_rows() -> None:
+    from streamdetect.mini.eval.fusion_rules import fusion_rules
+
+    rng = np.random.default_rng(2)
+    clean = lambda: {"robust": rng.normal(0.95, 0.01, 200).tolist(), "robust_margin": rng.normal(0.1, 0.05, 200).tolist()}  # noqa: E731
+    validation, test = clean(), clean()
+    # attacked: the margin sees every attack, robust MirrorCheck none of them
+    per_image = {"robust": rng.normal(0.95, 0.01, 50).tolist(), "robust_margin": rng.normal(-0.5, 0.05, 50).tolist()}
+    rows = [{"method": m, "attack": "easiest", "eps": 8.0, "targets": "easiest", "aimed_at": "robust",
+             "per_image": {"score": per_image[m], "hit": [True] * 50, "moved": [True] * 50}} for m in per_image]
+    result = {"validation": {"scores": validation, "test_clean_scores": test, "fpr": 0.05}, "rows": rows}
+    by_rule = {r["rule"]: r for r in fusion_rules(result)}
+    assert by_rule["margin only"]["undetected_success_rate"] == 0.0 and by_rule["margin only"]["auroc"] == 1.0
+    assert by_rule["robust only"]["undetected_success_rate"] > 0.8  # blind to these attacks
+    assert by_rule["min"]["undetected_success_rate"] == 0.0
+    assert all(abs(r["clean_fpr_test"] - 0.05) < 0.05 for r in by_rule.values())

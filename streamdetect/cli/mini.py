@@ -123,6 +123,24 @@ def mini_eval(json_path: Path, n: int, eps: str, attacks: str, methods: str, tar
     click.echo(format_table(result["rows"]))
 
 
+@mini.command("fusions")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False, exists=True, path_type=Path), required=True,
+              help="A `mini eval --json` result that judged with robust and robust_margin.")
+def mini_fusions(json_path: Path) -> None:
+    """Score other rules for fusing robust MirrorCheck and the caption margin on an eval's
+    per-image scores (fitted on its clean validation scores; no attack is rerun)."""
+    from streamdetect.mini.eval.fusion_rules import fusion_rules
+
+    try:
+        rows = fusion_rules(json.loads(json_path.read_text()))
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--json") from exc
+    for r in rows:
+        auroc = "  n/a" if r["auroc"] is None else f"{r['auroc']:.3f}"
+        click.echo(f"{r['attack']:10} eps {r['eps']:<3g} {r['rule']:12} auroc {auroc} "
+                   f"undetected {r['undetected_success_rate']:.2f} clean fpr {r['clean_fpr_test']:.2f}")
+
+
 @mini.command("noise")
 @click.option("--n", type=click.IntRange(min=2), default=100, show_default=True, help="Clean validation scenes.")
 @click.option("--k", type=click.IntRange(min=2), default=4, show_default=True, help="Regeneration seeds per scene.")
