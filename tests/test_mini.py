@@ -3,6 +3,7 @@ profile like real ones, and the detection floor measured with real attacks on th
 
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
@@ -187,3 +188,20 @@ def test_recommended_detector_floor_against_the_strongest_adaptive_attack():
     assert strongest["undetected_success_rate"] <= UNDETECTED_CEILING, strongest
     assert strongest["auroc"] >= STRONGEST_AUROC_FLOOR, strongest
     assert pgd["auroc"] >= RECOMMENDED_PGD_FLOOR, pgd
+
+
+def test_attack_command_shows_the_easiest_caption_attack_on_the_robust_detector(tmp_path):
+    from click.testing import CliRunner
+    from PIL import Image
+
+    from streamdetect.cli.main import main
+
+    result = CliRunner().invoke(main, ["attack", "--kind", "easiest", "--against", "robust", "--n", "2",
+                                       "--steps", "5", "--out", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    summary = json.loads((tmp_path / "results.json").read_text())
+    assert summary["scored_with"] == ["robust-vit-a", "robust-vit-b", "robust-rn"]
+    for item in summary["items"]:
+        assert round(item["linf_255"], 3) <= 8 and item["target"] != item["truth"]  # whole 8-bit levels
+        assert item["success"] == (item["attacked_caption"] == item["target"])
+    assert Image.open(tmp_path / "grid.png").size == (4 * 128 + 3 * 2, 2 * 128 + 2)

@@ -70,7 +70,7 @@ def mini_train(seed: int, out: Path | None, only: tuple[str, ...], threads: int 
                    "that moves the caption), adaptive (pgd + every signal of the detector aimed at), easiest "
                    "(adaptive toward each image's easiest wrong caption, kept where it holds after rounding).")
 @click.option("--methods", default=",".join(DEFAULT_METHODS), show_default=True,
-              help="Detectors to judge with; 'private' also needs --private-weights.")
+              help="Detectors to judge with; private and private_margin also need --private-weights.")
 @click.option("--targets", default="one", show_default=True,
               help="Target sets of the targeted attacks (comma-separated): one (shape, size or position), "
                    "shape, colour, size, position, background, any (one attribute), pair (two attributes).")
@@ -111,9 +111,9 @@ def mini_eval(json_path: Path, n: int, eps: str, attacks: str, methods: str, tar
                                 steps_sweep=_ints(steps_sweep))
     except ValueError as exc:
         raise click.BadParameter(str(exc)) from exc
-    if "private" in settings.methods and private_weights is None:
-        raise click.BadParameter("method 'private' needs --private-weights (robust encoders from a private seed)",
-                                 param_hint="--methods")
+    if {"private", "private_margin"} & set(settings.methods) and private_weights is None:
+        raise click.BadParameter("methods private and private_margin need --private-weights (robust encoders "
+                                 "trained from a private seed)", param_hint="--methods")
     result = run_eval(settings, _log, weights or MINI_WEIGHTS, private_weights)
     from streamdetect.mini.eval.table import format_table, markdown_table, markdown_worst_case
 

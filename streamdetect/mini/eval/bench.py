@@ -9,8 +9,9 @@ Detectors (methods), each a similarity per image, flagged when low:
   robust encoders (no regeneration);
 - fused: the worst clean-standardised of robust and robust_margin (detector.fusion, fitted on
   clean validation scenes);
-- private: MirrorCheck with robust encoders trained from a private seed and never shipped
-  (grey-box; needs --private-weights), judged on attacks aimed at the public robust ones;
+- private, private_margin: MirrorCheck and the caption margin with robust encoders trained from
+  a private seed and never shipped (grey-box; needs --private-weights), judged on attacks aimed
+  at the public robust ones (the attacker's best stand-in: transfer);
 - clip_score, feature_squeezing, mutation_divergence: the paper's baselines.
 
 Adaptive attacks are aimed at one group of detectors (AIMED) and pull every signal the group
@@ -39,12 +40,12 @@ from streamdetect.models.encoders import ImageEncoder
 from streamdetect.models.generator import Generator
 from streamdetect.models.profiles import MINI_ENCODERS, ModelSet, load_models, mini_profile
 
-METHODS = ("mirrorcheck", "stochastic", "robust", "robust_clip", "robust_margin", "fused", "private",
+METHODS = ("mirrorcheck", "stochastic", "robust", "robust_clip", "robust_margin", "fused", "private", "private_margin",
            "clip_score", "feature_squeezing", "mutation_divergence")
 AIMED = {  # who an adaptive attack is aimed at -> the detectors judged on it
     "public": ("mirrorcheck", "clip_score", "feature_squeezing", "mutation_divergence"),
     "stochastic": ("stochastic",),
-    "robust": ("robust", "robust_clip", "robust_margin", "fused", "private"),
+    "robust": ("robust", "robust_clip", "robust_margin", "fused", "private", "private_margin"),
 }
 FUSED_SIGNALS = ("robust", "robust_margin")
 REGEN_SEED, DRAW_SEED, TARGET_SEED = 1_000_000, 2_000_000, 3_000_000  # detector's vs attacker's seeds
@@ -89,6 +90,7 @@ class MiniBench:
         self.robust_clips = [DomainClip(self.weights / name) for name in ROBUST]
         self.robust = [ImageEncoder.load(f"open_clip:{self.weights / name}") for name in ROBUST]
         self.private = _private(Path(private_weights)) if private_weights else []
+        self.private_clips = [DomainClip(Path(e.spec.split(":", 1)[1])) for e in self.private]
         self.caption = captioner_fn(self.models.captioner)
         self.stochastic = StochasticSettings(k=settings.stochastic_k, noise_scale=settings.noise_scale)
         self.fusion: MinZFusion | None = None
@@ -112,6 +114,8 @@ class MiniBench:
             judged.scores["robust_clip"] = clip_score(self.robust_clips, x, captions)
         if "robust_margin" in wanted:
             judged.scores["robust_margin"] = caption_margin(self.robust_clips, x, captions)
+        if "private_margin" in wanted:
+            judged.scores["private_margin"] = caption_margin(self.private_clips, x, captions)
         if "fused" in wanted and self.fusion is not None:
             judged.scores["fused"] = self.fusion.scores({k: judged.scores[k] for k in FUSED_SIGNALS})
         self._baselines(judged, x, methods)

@@ -24,7 +24,6 @@ from streamdetect.detector.stochastic import perturbed
 from streamdetect.detector.thresholds import fit_target_fpr
 from streamdetect.mini import DEFAULT_METHODS
 from streamdetect.mini.attacks import ATTACKS, PGDSettings
-from streamdetect.mini.clip import DomainClip
 from streamdetect.mini.domain import TARGET_SETS, Scene, changed_attributes, make_split, parse_caption, to_images, \
     to_tensor, wrong_caption
 from streamdetect.mini.eval.bench import AIMED, METHODS, BenchSettings, Judged, MiniBench
@@ -98,8 +97,9 @@ class Clean:
 
 def run_eval(settings: EvalSettings, log: Log, weights: Path = MINI_WEIGHTS,
              private_weights: Path | None = None) -> dict:
-    if "private" in settings.methods and private_weights is None:
-        raise ValueError("method 'private' needs --private-weights: robust encoders trained from a private seed")
+    if {"private", "private_margin"} & set(settings.methods) and private_weights is None:
+        raise ValueError("methods private and private_margin need --private-weights: robust encoders trained "
+                         "from a private seed")
     bench = MiniBench(settings.bench(), weights, private_weights)
     clean, validation = _clean(bench, settings, log)
     quality = model_quality(bench, clean)
@@ -219,8 +219,8 @@ def model_quality(bench: MiniBench, clean: Clean) -> dict:
     gen_captions = bench.models.captioner.caption(generated)
     encoders = {name: zero_shot(clip, clean.x, clean.scenes)
                 for name, clip in zip([*MINI_ENCODERS, *ROBUST], [*bench.clips, *bench.robust_clips])}
-    for enc in bench.private:
-        encoders[f"private/{enc.name}"] = zero_shot(DomainClip(Path(enc.spec.split(":", 1)[1])), clean.x, clean.scenes)
+    for enc, clip in zip(bench.private, bench.private_clips):
+        encoders[f"private/{enc.name}"] = zero_shot(clip, clean.x, clean.scenes)
     return {"captioner_accuracy": float(np.mean([c == t for c, t in zip(clean.judged.captions, truth)])),
             "generator_accuracy": float(np.mean([c == t for c, t in zip(gen_captions, truth)])),
             "n": len(truth), "encoders_zero_shot": encoders,
