@@ -161,27 +161,28 @@ def test_regeneration_noise_splits_the_variance_and_averaging_shrinks_it() -> No
     assert result["averaging"][0]["clean_std"] > 0.02
 
 
-# Measured on this reduced run: easiest-caption attack success 0.925, the recommended detector's
-# AUROC 0.966 (standard error 0.022) with 27.5% undetected at 5% FPR; PGD AUROC 1.00. The
-# floors sit about two standard errors below (issue 12's goal, 10% undetected, is not reached:
+# Measured on this reduced run: weakest-rival attack success 0.95, the recommended detector's
+# AUROC 0.962 (standard error 0.023) with 35% undetected at 5% FPR; PGD AUROC 1.00. The
+# floors sit about two standard errors away (issue 12's goal, 10% undetected, is not reached:
 # README, "Defences against adaptive attacks").
 STRONGEST_SUCCESS_FLOOR = 0.75
 STRONGEST_AUROC_FLOOR = 0.90
-UNDETECTED_CEILING = 0.40
+UNDETECTED_CEILING = 0.50
 RECOMMENDED_PGD_FLOOR = 0.95
 
 
 def test_recommended_detector_floor_against_the_strongest_adaptive_attack():
     """Issue 12's floor, reduced (n=40 test, 60 validation scenes, eps 8): the detector README
-    recommends, against each image's easiest wrong caption hardened against all its signals,
-    must keep its AUROC and undetected-success rate, and its AUROC on plain PGD."""
+    recommends, against the strongest attack in the suite (toward the rival caption its own
+    encoders are least sure against, hardened against all its signals), must keep its AUROC and
+    undetected-success rate, and its AUROC on plain PGD."""
     from streamdetect.mini import RECOMMENDED
     from streamdetect.mini.eval.run import EvalSettings, run_eval
 
-    settings = EvalSettings(n=40, n_val=60, eps=(8.0,), attacks=("pgd", "easiest"),
+    settings = EvalSettings(n=40, n_val=60, eps=(8.0,), attacks=("pgd", "weakest"),
                             methods=(RECOMMENDED,), steps_sweep=())
     rows = {(r["method"], r["attack"]): r for r in run_eval(settings, log=print)["rows"]}
-    strongest, pgd = rows[(RECOMMENDED, "easiest")], rows[(RECOMMENDED, "pgd")]
+    strongest, pgd = rows[(RECOMMENDED, "weakest")], rows[(RECOMMENDED, "pgd")]
     print({k: strongest[k] for k in ("auroc", "auroc_se", "undetected_success_rate", "attack_success_rate")},
           {k: pgd[k] for k in ("auroc", "auroc_se")})
     assert strongest["attack_success_rate"] >= STRONGEST_SUCCESS_FLOOR, strongest  # the attack is real

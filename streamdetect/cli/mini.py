@@ -68,7 +68,8 @@ def mini_train(seed: int, out: Path | None, only: tuple[str, ...], threads: int 
 @click.option("--attacks", default=",".join(ATTACKS), show_default=True,
               help="pgd (targeted, captioner only), transfer (surrogate encoder), untargeted (the smallest change "
                    "that moves the caption), adaptive (pgd + every signal of the detector aimed at), easiest "
-                   "(adaptive toward each image's easiest wrong caption, kept where it holds after rounding).")
+                   "(adaptive toward each image's easiest wrong caption, kept where it holds after rounding), weakest "
+                   "(the same toward the rival caption the detector's encoders are least sure against).")
 @click.option("--methods", default=",".join(DEFAULT_METHODS), show_default=True,
               help="Detectors to judge with; private and private_margin also need --private-weights.")
 @click.option("--targets", default="one", show_default=True,

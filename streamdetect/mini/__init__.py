@@ -2,7 +2,7 @@
 and the evaluation that measures detection (issue 5). Importing this package is cheap; the
 modules that need torch are imported where they are used."""
 
-ATTACKS = ("pgd", "transfer", "untargeted", "adaptive", "easiest")
+ATTACKS = ("pgd", "transfer", "untargeted", "adaptive", "easiest", "weakest")
 # The detectors `mini eval` judges with by default (mini/eval/bench.py): every one but "private",
 # which needs robust encoders trained from a private seed.
 DEFAULT_METHODS = ("mirrorcheck", "stochastic", "robust", "robust_clip", "robust_margin", "fused", "clip_score",

@@ -15,6 +15,9 @@ every result rounded to 8-bit pixels as any uploaded file is.
 - easiest: adaptive, aimed per image at the wrong caption the untargeted attack landed on (the
   one easiest to reach), and kept at the 8-bit iterate that says the target while looking most
   like its generations to the detector: rounding cannot undo a success that was checked rounded.
+- weakest: easiest's hardening, aimed per image at the one-attribute rival caption that the
+  detector's own encoders already find most like the clean image (where they are least sure);
+  a strategy first tried by an attack written outside the project.
 The attacker holds its own copies of the weights (white-box), never the detector's objects.
 """
 
@@ -204,8 +207,7 @@ def adaptive_attack(
             noise_seed = int(torch.randint(0, 2**62, (), generator=rng))
             chosen = torch.randperm(len(zoo), generator=rng)[: eot.k].tolist()
             out += [(zoo[i], noise_seed + i, eot.noise_scale) for i in chosen]
-        # Each EoT sample stands for one draw of the stochastic detector: weight it as one signal.
-        return fixed + [(p, s, n) for p, s, n in out]
+        return fixed + out
 
     def grad(z: torch.Tensor) -> torch.Tensor:
         picked = draws()

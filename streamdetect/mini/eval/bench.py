@@ -163,6 +163,19 @@ class MiniBench:
             )]  # and the caption margin
         raise ValueError(f"unknown aim {aimed!r}; expected one of {', '.join(AIMED)}")
 
+    def weakest_targets(self, x: torch.Tensor, captions: list[str], aimed: str) -> list[str]:
+        """Per image, the one-attribute rival of its caption that the aimed-at encoders already
+        find most like the image: where they are least sure, so the least push flips them."""
+        clips = self.robust_clips if aimed == "robust" else self.clips
+        out = []
+        with torch.no_grad():
+            images = [c.embed(x) for c in clips]
+            for i, caption in enumerate(captions):
+                rivals = neighbours(caption)
+                sims = torch.stack([e[i : i + 1] @ c.embed_text(rivals).T for c, e in zip(clips, images)]).mean(0)
+                out.append(rivals[int(sims.argmax())])
+        return out
+
     def attack(self, kind: str, x: torch.Tensor, targets: list[str], eps: float, aimed: str = "public",
                target_images: torch.Tensor | None = None, clean_captions: list[str] | None = None) -> torch.Tensor:
         s = self.settings
@@ -174,9 +187,9 @@ class MiniBench:
         target_images = self.target_images(targets) if target_images is None else target_images
         if kind == "transfer":
             return transfer_attack(self.surrogate, x, target_images, settings)
-        if kind in ("adaptive", "easiest"):
+        if kind in ("adaptive", "easiest", "weakest"):
             eot = EoTSettings(s.stochastic_k, s.noise_scale, s.eot_samples) if aimed == "stochastic" else None
             return adaptive_attack(self.whitebox, self.pulls(aimed, targets, target_images), x, targets, settings,
                                    s.adaptive_weight, eot, seed=s.seed,
-                                   caption=self.caption if kind == "easiest" else None)
+                                   caption=self.caption if kind in ("easiest", "weakest") else None)
         raise ValueError(f"unknown attack {kind!r}")

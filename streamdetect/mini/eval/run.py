@@ -35,7 +35,7 @@ from streamdetect.models.profiles import MINI_ENCODERS, MINI_WEIGHTS
 
 __all__ = ["EvalSettings", "MiniBench", "run_eval", "steps_sweep"]
 TARGETED = ("pgd", "transfer", "adaptive")
-ADAPTIVE = ("adaptive", "easiest")
+ADAPTIVE = ("adaptive", "easiest", "weakest")
 VALIDATION_DRAWS = 500_000  # stochastic draw seeds of validation scenes: apart from the test ones
 Log = Callable[[str], None]
 
@@ -154,7 +154,7 @@ def easiest_targets(clean: Clean, landed: list[str], settings: EvalSettings) -> 
 
 def _runs(settings: EvalSettings, attack: str) -> list[tuple[str, str | None]]:
     """(target set, aim) pairs an attack is run with."""
-    target_sets = settings.targets if attack in TARGETED else ("easiest" if attack == "easiest" else "none",)
+    target_sets = settings.targets if attack in TARGETED else (attack if attack in ADAPTIVE else "none",)
     aims = [a for a, judged in AIMED.items() if set(judged) & set(settings.methods)] if attack in ADAPTIVE else [None]
     return [(t, a) for t in target_sets for a in aims]
 
@@ -164,7 +164,7 @@ def _attack_rows(bench: MiniBench, settings: EvalSettings, attack: str, eps: flo
     rows = []
     for target_set, aim in _runs(settings, attack):
         start = time.monotonic()
-        targets, extra = _goal(bench, settings, attack, eps, clean, target_set, untargeted, log)
+        targets, extra = _goal(bench, settings, attack, eps, clean, target_set, untargeted, log, aim)
         adv = bench.attack(attack, clean.x, targets, eps, aim or "public", clean_captions=clean.judged.captions)
         methods = tuple(m for m in settings.methods if aim is None or m in AIMED[aim])
         judged = bench.judge(adv, methods)
@@ -187,9 +187,11 @@ def _attack_rows(bench: MiniBench, settings: EvalSettings, attack: str, eps: flo
 
 
 def _goal(bench: MiniBench, settings: EvalSettings, attack: str, eps: float, clean: Clean, target_set: str,
-          untargeted: dict, log: Log) -> tuple[list[str], dict]:
+          untargeted: dict, log: Log, aim: str | None = None) -> tuple[list[str], dict]:
     if attack == "untargeted":
         return [], {}
+    if attack == "weakest":
+        return bench.weakest_targets(clean.x, clean.judged.captions, aim or "public"), {}
     if attack != "easiest":
         return _targets(settings, clean.scenes, target_set), {}
     if eps not in untargeted:

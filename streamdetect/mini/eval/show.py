@@ -30,6 +30,8 @@ def run_attack(kind: str, eps: float, n: int, steps: int, against: str, target_s
     if kind == "easiest":
         landed = bench.caption(bench.attack("untargeted", x, [], eps, clean_captions=clean_captions))
         targets = [c if c != k and parse_caption(c) else t for c, k, t in zip(landed, clean_captions, targets)]
+    if kind == "weakest":
+        targets = bench.weakest_targets(x, clean_captions, AIMS[against])
     adv = bench.attack(kind, x, targets, eps, AIMS[against], clean_captions=clean_captions)
     adv_images = to_images(adv)
     adv_captions = bench.caption(adv)

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-ORDER = ("pgd", "transfer", "untargeted", "adaptive", "easiest")
+ORDER = ("pgd", "transfer", "untargeted", "adaptive", "easiest", "weakest")
 
 
 def _label(r: dict) -> str:
     parts = [r["attack"]]
-    if r.get("targets") not in (None, "one", "none", "easiest"):
+    if r.get("targets") not in (None, "one", "none", "easiest", "weakest"):
         parts.append(f"[{r['targets']}]")
     if r.get("aimed_at"):
         parts.append(f"@{r['aimed_at']}")
