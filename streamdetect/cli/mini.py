@@ -82,8 +82,9 @@ def mini_train(seed: int, out: Path | None, only: tuple[str, ...], threads: int 
 @click.option("--attack-steps", type=int, default=60, show_default=True, help="PGD iterations of every attack.")
 @click.option("--adaptive-weight", type=float, default=2.0, show_default=True,
               help="Adaptive attacks: weight of the detector's signals against the caption loss.")
-@click.option("--noise-scale", type=float, default=1e-3, show_default=True,
-              help="Stochastic MirrorCheck: std of the one-time weight noise (randomness the attacker averages over).")
+@click.option("--stochastic-noise", type=float, default=1e-3, show_default=True,
+              help="The eval's stochastic MirrorCheck: std of the one-time weight noise (randomness the attacker "
+                   "averages over); not the worker's noise_scale setting.")
 @click.option("--stochastic-k", type=int, default=2, show_default=True,
               help="Stochastic MirrorCheck: encoders drawn per image, of the profile's 3.")
 @click.option("--steps-sweep", default="1,2,5,10,20", show_default=True,
@@ -96,7 +97,7 @@ def mini_train(seed: int, out: Path | None, only: tuple[str, ...], threads: int 
 @click.option("--markdown", "markdown_path", type=click.Path(dir_okay=False, path_type=Path),
               help="Also write the table as Markdown (as README shows it).")
 def mini_eval(json_path: Path, n: int, eps: str, attacks: str, methods: str, targets: str, n_val: int, fpr: float,
-              attack_steps: int, adaptive_weight: float, noise_scale: float, stochastic_k: int, steps_sweep: str,
+              attack_steps: int, adaptive_weight: float, stochastic_noise: float, stochastic_k: int, steps_sweep: str,
               seed: int, weights: Path | None,
               private_weights: Path | None, markdown_path: Path | None) -> None:
     """Attack the mini captioner and measure every detector: the paper's table in miniature, with
@@ -108,7 +109,7 @@ def mini_eval(json_path: Path, n: int, eps: str, attacks: str, methods: str, tar
         settings = EvalSettings(n=n, n_val=n_val, seed=seed, eps=_floats(eps), attacks=tuple(attacks.split(",")),
                                 methods=tuple(methods.split(",")), targets=tuple(targets.split(",")), fpr=fpr,
                                 attack_steps=attack_steps, adaptive_weight=adaptive_weight,
-                                noise_scale=noise_scale, stochastic_k=stochastic_k,
+                                noise_scale=stochastic_noise, stochastic_k=stochastic_k,
                                 steps_sweep=_ints(steps_sweep))
     except ValueError as exc:
         raise click.BadParameter(str(exc)) from exc
