@@ -33,7 +33,7 @@ from streamdetect.mini.attacks import (EoTSettings, PGDSettings, Pull, WhiteBoxC
 from streamdetect.mini.clip import DomainClip
 from streamdetect.mini.eval.baselines import (caption_margin, captioner_fn, clip_score, feature_squeezing,
                                              mutation_divergence)
-from streamdetect.mini.domain import neighbours, to_images, to_tensor
+from streamdetect.mini.domain import neighbours, parse_caption, to_images, to_tensor
 from streamdetect.mini.train.encoders import SURROGATE
 from streamdetect.mini.train.robust import ROBUST
 from streamdetect.models.encoders import ImageEncoder
@@ -67,6 +67,12 @@ class BenchSettings:
     eot_samples: int = 2
     mutations: int = 6
     target_generations: int = 4  # attacker's generations per target caption (EoT over the regeneration)
+
+
+def easiest_targets(landed: list[str], clean: list[str], fallback: list[str]) -> list[str]:
+    """Per image, the wrong caption the smallest-change untargeted attack landed on; where it
+    landed nowhere (or off the domain's captions), the fallback target."""
+    return [c if c != k and parse_caption(c) is not None else f for c, k, f in zip(landed, clean, fallback)]
 
 
 def _private(folder: Path) -> list[ImageEncoder]:

@@ -24,9 +24,9 @@ from streamdetect.detector.stochastic import perturbed
 from streamdetect.detector.thresholds import fit_target_fpr
 from streamdetect.mini import DEFAULT_METHODS
 from streamdetect.mini.attacks import ATTACKS, PGDSettings
-from streamdetect.mini.domain import TARGET_SETS, Scene, changed_attributes, make_split, parse_caption, to_images, \
+from streamdetect.mini.domain import TARGET_SETS, Scene, changed_attributes, make_split, to_images, \
     to_tensor, wrong_caption
-from streamdetect.mini.eval.bench import AIMED, METHODS, BenchSettings, Judged, MiniBench
+from streamdetect.mini.eval.bench import AIMED, METHODS, BenchSettings, Judged, MiniBench, easiest_targets
 from streamdetect.mini.eval.rows import Outcome, detection_row
 from streamdetect.mini.eval.zero_shot import zero_shot
 from streamdetect.mini.train.robust import ROBUST
@@ -143,15 +143,6 @@ def _targets(settings: EvalSettings, scenes: list[Scene], target_set: str) -> li
     return [wrong_caption(s, rng, target_set) for s in scenes]
 
 
-def easiest_targets(clean: Clean, landed: list[str], settings: EvalSettings) -> tuple[list[str], float]:
-    """Per image, the wrong caption the smallest-change untargeted attack landed on; where it
-    landed nowhere (or off the domain's captions), a one-attribute target as the fallback."""
-    fallback = _targets(settings, clean.scenes, "one")
-    chosen = [c if c != k and parse_caption(c) is not None else f
-              for c, k, f in zip(landed, clean.judged.captions, fallback)]
-    return chosen, float(np.mean([a == b for a, b in zip(chosen, landed)]))
-
-
 def _runs(settings: EvalSettings, attack: str) -> list[tuple[str, str | None]]:
     """(target set, aim) pairs an attack is run with."""
     target_sets = settings.targets if attack in TARGETED else (attack if attack in ADAPTIVE else "none",)
@@ -198,8 +189,8 @@ def _goal(bench: MiniBench, settings: EvalSettings, attack: str, eps: float, cle
         log(f"easiest: running the untargeted search at eps {eps:g} first")
         adv = bench.attack("untargeted", clean.x, [], eps, clean_captions=clean.judged.captions)
         untargeted[eps] = bench.caption(adv)
-    targets, landed = easiest_targets(clean, untargeted[eps], settings)
-    return targets, {"target_from_untargeted_rate": landed}
+    targets = easiest_targets(untargeted[eps], clean.judged.captions, _targets(settings, clean.scenes, "one"))
+    return targets, {"target_from_untargeted_rate": float(np.mean([a == b for a, b in zip(targets, untargeted[eps])]))}
 
 
 def _outcome(captions: list[str], clean: Clean, targets: list[str] | None) -> Outcome:

@@ -10,8 +10,8 @@ import numpy as np
 from PIL import Image
 
 from streamdetect.detector.mirrorcheck import ensemble_score, score_pairs
-from streamdetect.mini.domain import make_split, parse_caption, to_images, to_tensor, wrong_caption
-from streamdetect.mini.eval.bench import BenchSettings, MiniBench
+from streamdetect.mini.domain import make_split, to_images, to_tensor, wrong_caption
+from streamdetect.mini.eval.bench import BenchSettings, MiniBench, easiest_targets
 from streamdetect.models.profiles import MINI_WEIGHTS
 
 SCALE = 4  # 32x32 pictures are too small to look at
@@ -29,7 +29,7 @@ def run_attack(kind: str, eps: float, n: int, steps: int, against: str, target_s
     targets = [wrong_caption(s, np.random.default_rng([seed, 7, i]), target_set) for i, s in enumerate(scenes)]
     if kind == "easiest":
         landed = bench.caption(bench.attack("untargeted", x, [], eps, clean_captions=clean_captions))
-        targets = [c if c != k and parse_caption(c) else t for c, k, t in zip(landed, clean_captions, targets)]
+        targets = easiest_targets(landed, clean_captions, targets)
     if kind == "weakest":
         targets = bench.weakest_targets(x, clean_captions, AIMS[against])
     adv = bench.attack(kind, x, targets, eps, AIMS[against], clean_captions=clean_captions)
