@@ -128,6 +128,11 @@ class Settings(BaseSettings):
     s3_endpoint: str | None = Field(None, description="S3-compatible endpoint URL for s3:// references (MinIO "
                                                       "and the like); unset = AWS.")
     s3_region: str | None = Field(None, description="S3 region; unset = boto3's default.")
+    evidence_store: str = Field("", description="Where verdicts' images (input and regeneration, PNG) are kept: "
+                                "s3://bucket/prefix (through --s3-endpoint) or a local folder; empty = not kept, "
+                                "only their hashes are recorded.")
+    evidence_of: Literal["flagged", "all"] = Field("flagged", description="Keep the images of flagged verdicts "
+                                                   "only, or of every verdict.")
     fetch_threads: int = Field(8, ge=1, le=256, description="Threads fetching images; slow references wait in "
                                                            "this pool, not in the one other work uses.")
     fetch_retries: int = Field(2, ge=0, le=10, description="Extra attempts for an unreachable image before it is "
@@ -148,6 +153,19 @@ class Settings(BaseSettings):
                            description="Logs as JSON lines (for collectors) instead of text.")
     metrics_host: str = Field("127.0.0.1", min_length=1, description="Address of /metrics, /healthz, /readyz.")
     metrics_port: int = Field(9464, ge=0, le=65535, description="Port of /metrics, /healthz, /readyz; 0 = off.")
+
+    # The moderator console (streamdetect console)
+    console_host: str = Field("127.0.0.1", min_length=1, description="Address the console listens on; anything "
+                              "but loopback needs a console token.")
+    console_port: int = Field(8471, ge=0, le=65535, description="Port of the console; 0 = any free port.")
+    console_token: SecretStr = Field(SecretStr(""), description="Token every console request must carry "
+                                     "(STREAMDETECT_CONSOLE_TOKEN); required off loopback.")
+    console_token_file: Path | None = Field(None, json_schema_extra=_flags(path="file"),
+                                            description="File whose first line is the console token.")
+    moderator: str = Field(default_factory=lambda: os.environ.get("USER") or "moderator", min_length=1,
+                           max_length=200, description="Name recorded with every decision this console publishes.")
+    claim_timeout_s: float = Field(300.0, gt=0.0, le=86400.0, allow_inf_nan=False,
+                                   description="How long an opened alert stays claimed by this console.")
 
     @field_validator("*", mode="before")
     @classmethod

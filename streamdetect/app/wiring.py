@@ -11,7 +11,7 @@ from PIL import Image
 from streamdetect.app.detector_config import threshold_source
 from streamdetect.settings import Settings
 from streamdetect.images import ImagePolicy
-from streamdetect.stream.handler import Topics, UploadHandler
+from streamdetect.stream.handler import Evidence, Topics, UploadHandler
 
 log = structlog.get_logger(__name__)
 
@@ -109,4 +109,14 @@ def build_handler(settings: Settings, models=None) -> UploadHandler:  # type: ig
         on_retry=lambda kind: metrics.retries.labels(kind).inc(),
         on_models_failing=lambda n: health.set_broken(f"{n} model errors in a row: the models or the device are "
                                                       "broken; the worker stopped taking uploads"),
-        seed_key=settings.seed_secret.get_secret_value().encode())
+        seed_key=settings.seed_secret.get_secret_value().encode(), evidence=evidence_config(settings))
+
+
+def evidence_config(settings: Settings) -> Evidence:
+    """The evidence store of the settings (none when evidence_store is empty)."""
+    from streamdetect.evidence import open_store
+
+    if not settings.evidence_store:
+        return Evidence()
+    store = open_store(settings.evidence_store, settings.s3_endpoint, settings.s3_region)
+    return Evidence(store, of_all=settings.evidence_of == "all")

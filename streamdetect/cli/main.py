@@ -51,16 +51,17 @@ def main(ctx: click.Context, config_file: Path | None, **overrides: Any) -> None
 
 def _register() -> None:
     from streamdetect.cli.bench import bench, bench_recovery, bench_soak
+    from streamdetect.cli.console import console
     from streamdetect.cli.demo import demo
     from streamdetect.cli.dlq import dlq
     from streamdetect.cli.mini import attack, mini
     from streamdetect.cli.models import models
-    from streamdetect.cli.offline import calibrate_command, eval_command
+    from streamdetect.cli.offline import calibrate_command, eval_command, rescore_command
     from streamdetect.cli.stream import alerts, replay, submit, worker
     from streamdetect.cli.topics import topics
 
-    for command in (worker, submit, alerts, replay, dlq, topics, models, demo, bench, bench_recovery, bench_soak, eval_command,
-                    calibrate_command, mini, attack):
+    for command in (worker, submit, alerts, replay, console, dlq, topics, models, demo, bench, bench_recovery,
+                    bench_soak, eval_command, calibrate_command, rescore_command, mini, attack):
         main.add_command(command)
 
 

@@ -1,16 +1,23 @@
-"""`streamdetect eval` and `streamdetect calibrate`: offline commands, no broker needed."""
+"""`streamdetect eval`, `calibrate` and `rescore`: offline commands. They need no broker, except
+when told to read a topic (`calibrate --labels topic`, `rescore --from-topic`): the topic is read
+here, and the records handed to the offline layer, which knows no Kafka."""
 
 from __future__ import annotations
 
+import asyncio
+import json
 import sys
+from contextlib import contextmanager
+from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable, Iterator
 
 import click
 
 from streamdetect.cli.context import settings_from_context, warn_if_tiny
 from streamdetect.cli.options import MODEL_SETTINGS, setting_options
-from streamdetect.settings import ConfigError
+from streamdetect.cli.stream import TIME_FORMATS, require_topic, utc
+from streamdetect.settings import ConfigError, Settings
 
 PATH_DIR = click.Path(exists=True, file_okay=False, path_type=Path)
 PATH_FILE = click.Path(exists=True, dir_okay=False, path_type=Path)
@@ -119,8 +126,6 @@ def calibrate_command(ctx: click.Context, audit_path: str | None, clean_dir: Pat
     streamdetect calibrate --profile standard --audit audit.jsonl --target-fpr 0.01 --threshold-file /etc/sd/threshold.json
     streamdetect calibrate --profile mini --clean-dir clean/ --threshold-file threshold.json
     """
-    import json
-
     from streamdetect.app.detector_config import fingerprint
     from streamdetect.detector.threshold_file import describe, fit_record, write_record
     from streamdetect.offline.calibrate import audit_file_scores
@@ -155,3 +160,98 @@ def _clean_folder(settings: Any, folder: Path, recursive: bool, max_samples: int
 
     with tqdm(desc="calibrate", unit="img", file=sys.stderr) as bar:
         return clean_folder_scores(settings, folder, recursive, max_samples, bar.update)
+
+
+# rescore fetches inputs like the worker does (evidence stores, s3://, https://, file://); the
+# regeneration seed and batch size are not among its settings: each record brings its seed.
+RESCORE_SETTINGS = (*(n for n in MODEL_SETTINGS if n not in ("seed", "max_batch")), "allow_file", "file_root", "allow_http", "allow_private_hosts",
+                    "fetch_timeout_s", "s3_endpoint", "s3_region")
+
+
+@click.command("rescore")
+@click.argument("audit_file", metavar="[FILE]", required=False,
+                type=click.Path(exists=True, dir_okay=False, allow_dash=True))
+@click.option("--from-topic", is_flag=True, help="Read the audit topic (up to its current end) instead of FILE.")
+@click.option("--since", type=click.DateTime(formats=TIME_FORMATS),
+              help="With --from-topic: only verdicts written at or after this time (UTC unless a zone is given).")
+@click.option("--until", type=click.DateTime(formats=TIME_FORMATS),
+              help="With --from-topic: only verdicts written before this time.")
+@click.option("--tolerance", type=click.FloatRange(min=0), default=1e-4, show_default=True,
+              help="Largest difference, in the score and in each encoder's score, that still matches.")
+@click.option("--json", "as_json", is_flag=True,
+              help="One JSON object per record on stdout (the summary goes to stderr).")
+@setting_options(*RESCORE_SETTINGS)
+@click.pass_context
+def rescore_command(ctx: click.Context, audit_file: str | None, from_topic: bool, since: datetime | None,
+                    until: datetime | None, tolerance: float, as_json: bool, **overrides: Any) -> None:
+    """Re-score audit verdicts with the seeds and draws they recorded and check each comes back to
+    its score: the recorded caption is regenerated with the recorded generator and seed, and
+    scored with the recorded encoders under the recorded perturbation. The models must be in the
+    configured profile (or zoo). The input is read from the verdict's evidence store (--s3-endpoint
+    for S3) or, failing that, fetched from its image reference under the usual image policy.
+
+    Prints, per record, the recorded and recomputed score, their difference, whether they match,
+    and the recorded and recomputed regeneration hash when the evidence has one (a batched
+    regeneration may differ by a pixel, so a different hash alone does not fail a record). Exits
+    1 when any record did not match or could not be re-scored (no input image, models not
+    loaded, a schema v1 verdict of an inline upload); the summary line names them.
+
+    \b
+    streamdetect replay --since 2026-11-01 > audit.jsonl && streamdetect rescore audit.jsonl
+    streamdetect rescore --from-topic --since 2026-11-01T08:00:00 --profile mini --json
+    """
+    from streamdetect.offline.rescore import Rescorer, Summary, records_from_lines
+
+    if from_topic == (audit_file is not None):
+        raise click.UsageError("give FILE (or - for stdin), or --from-topic")
+    if not from_topic and (since or until):
+        raise click.UsageError("--since and --until select from the topic: use them with --from-topic")
+    settings = settings_from_context(ctx, **overrides)
+    warn_if_tiny(settings)
+    records = topic_events(settings, "audit", since, until) if from_topic else None
+    try:
+        rescorer = Rescorer.from_settings(settings, tolerance)
+    except (ValueError, ConfigError, OSError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    summary = Summary()
+    with _lines(audit_file) as lines:
+        for record in records if records is not None else records_from_lines(lines):
+            result = rescorer.rescore(record)
+            summary.results.append(result)
+            click.echo(json.dumps(result.as_dict(), sort_keys=True) if as_json else result.line())
+    click.echo(summary.line(), err=as_json)
+    if summary.failed:
+        ctx.exit(1)
+
+
+def topic_events(settings: Settings, which: str, since: datetime | None = None,
+                 until: datetime | None = None) -> list[dict[str, Any]]:
+    """Every event of one of the project's topics, up to its current end (read here: the offline
+    layer knows no Kafka)."""
+    from streamdetect.stream.clients import replay
+
+    require_topic(settings, which)
+
+    async def collect() -> list[dict[str, Any]]:
+        return [event async for event in replay(settings.bootstrap, settings.topic(which), utc(since), utc(until))]
+
+    try:
+        return asyncio.run(collect())
+    except LookupError as exc:
+        raise click.ClickException(str(exc)) from exc
+
+
+@contextmanager
+def _lines(path: str | None) -> Iterator[Iterable[str]]:
+    """The lines of a file, of stdin for ``-``, or none for no file (a topic is read instead)."""
+    if path is None:
+        yield iter(())
+    elif path == "-":
+        yield sys.stdin
+    else:
+        try:
+            f = open(path)
+        except OSError as exc:
+            raise click.FileError(path, exc.strerror) from exc
+        with f:
+            yield f

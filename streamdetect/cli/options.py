@@ -22,7 +22,7 @@ WORKER_SETTINGS = (*MODEL_SETTINGS, "threshold", "threshold_file", "group_id", "
                    "commit_interval_s", "session_timeout_s", "heartbeat_interval_s", "group_instance_id",
                    "allow_file", "file_root", "allow_http", "allow_private_hosts", "fetch_timeout_s", "s3_endpoint",
                    "fetch_threads", "fetch_retries", "model_retries", "retry_backoff_s", "model_error_limit",
-                   "dead_letter_payload_max_bytes",
+                   "dead_letter_payload_max_bytes", "evidence_store", "evidence_of",
                    "metrics_host", "metrics_port")
 ROOT_SETTINGS = ("bootstrap", "topic_prefix", "log_level", "log_json")
 

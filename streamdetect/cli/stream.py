@@ -92,7 +92,8 @@ def alerts(ctx: click.Context, from_beginning: bool, as_json: bool, idle_timeout
 @click.option("--since", type=click.DateTime(formats=TIME_FORMATS),
               help="Only verdicts written at or after this time (UTC unless a zone is given).")
 @click.option("--until", type=click.DateTime(formats=TIME_FORMATS), help="Only verdicts written before this time.")
-@click.option("--topic", "which", type=click.Choice(["audit", "alerts", "dlq"]), default="audit", show_default=True,
+@click.option("--topic", "which", type=click.Choice(["audit", "alerts", "dlq", "labels", "claims"]), default="audit",
+              show_default=True,
               help="Which log to read.")
 @click.pass_context
 def replay(ctx: click.Context, since: datetime | None, until: datetime | None, which: str) -> None:

@@ -26,6 +26,8 @@ class Verdict:
     models: dict[str, Any] = field(default_factory=dict)
     # Stochastic mode only: the draw (seed, noise scale, generator and encoder specs) that made it.
     stochastic: dict[str, Any] | None = None
+    # The caption's regeneration: the verdict's evidence (stored by the worker, never on the wire).
+    regenerated: Image.Image | None = field(default=None, compare=False, repr=False)
 
     def as_dict(self) -> dict[str, Any]:
         return {

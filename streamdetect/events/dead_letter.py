@@ -12,7 +12,7 @@ import hashlib
 from typing import Any
 
 from streamdetect.events.codec import Source, now_iso
-from streamdetect.events.schemas import SCHEMA_VERSION, validate
+from streamdetect.events.schemas import SCHEMA_VERSIONS, validate
 
 PAYLOAD_MAX_BYTES = 256 * 1024  # default cap; the dead_letter_payload_max_bytes setting
 DETAIL_MAX_CHARS = 1000
@@ -34,7 +34,7 @@ def dead_letter(
     except UnicodeDecodeError:
         payload, encoding = base64.b64encode(kept).decode(), "base64"
     event = {
-        "schema_version": SCHEMA_VERSION,
+        "schema_version": SCHEMA_VERSIONS["dead_letter"],
         "upload_id": None if upload_id is None else cap_text(upload_id, 256),
         "reason": reason,
         "detail": cap_text(detail),

@@ -11,13 +11,18 @@ from typing import Any
 
 import jsonschema
 
-SCHEMA_VERSION = 1
 SCHEMAS_DIR = Path(__file__).resolve().parent / "schemas"
 SCHEMA_FILES = {
     "upload": "upload.schema.json",
     "verdict": "verdict.schema.json",
     "dead_letter": "dead_letter.schema.json",
+    "label": "label.schema.json",
+    "claim": "claim.schema.json",
 }
+# The version each event is written with (its schema's schema_version const). Verdicts are at 2
+# since they carry image, metadata and evidence (docs/events.md#verdict-v2).
+SCHEMA_VERSIONS = {"upload": 1, "verdict": 2, "dead_letter": 1, "label": 1, "claim": 1}
+SCHEMA_VERSION = SCHEMA_VERSIONS["upload"]  # uploads and dead letters
 
 
 class SchemaError(ValueError):

@@ -9,7 +9,7 @@ import yaml
 
 TOPICS_DIR = Path(__file__).resolve().parent / "topics"
 
-NAMES = ("uploads", "alerts", "audit", "dlq")
+NAMES = ("uploads", "alerts", "audit", "dlq", "labels", "claims")
 # max.message.bytes of uploads and dlq (topics/*.yaml): what producers may send and the worker publish
 MAX_MESSAGE_BYTES = 16 * 1024 * 1024
 

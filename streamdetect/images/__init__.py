@@ -13,13 +13,18 @@ from streamdetect.images.decode import decode_image
 from streamdetect.images.fetch import fetch_bytes, shorten
 from streamdetect.images.policy import REASONS, ImageError, ImagePolicy
 
-__all__ = ["REASONS", "ImageError", "ImagePolicy", "decode_image", "fetch_bytes", "load_image"]
+__all__ = ["REASONS", "ImageError", "ImagePolicy", "decode_image", "fetch_bytes", "fetch_image", "load_image"]
 
 
 def load_image(ref: str, policy: ImagePolicy) -> Image.Image:
     """Fetch and decode ``ref``; raises :class:`ImageError`."""
+    return fetch_image(ref, policy)[0]
+
+
+def fetch_image(ref: str, policy: ImagePolicy) -> tuple[Image.Image, bytes]:
+    """Fetch and decode ``ref``: the pixels, and the bytes they were decoded from."""
     data = fetch_bytes(ref, policy)
     try:
-        return decode_image(data, policy)
+        return decode_image(data, policy), data
     except ImageError as e:
         raise ImageError(e.reason, f"{shorten(ref)}: {e.detail}") from e

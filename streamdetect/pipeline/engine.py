@@ -136,6 +136,7 @@ class Pipeline:
             models=models,
             stochastic=None if drawn is None else {"seed": drawn.seed, "noise_scale": drawn.noise_scale,
                                                    "generator": models["generator"], "encoders": encoders},
+            regenerated=regenerated,
         )
 
     def _draw(self, request: Request) -> Draw | None:

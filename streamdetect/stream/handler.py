@@ -20,11 +20,13 @@ import structlog
 from PIL import Image
 
 from streamdetect import __version__
-from streamdetect.events import (NotAVerdict, Source, Upload, UploadError, VerdictEvent, cap_text, dead_letter,
-                                 encode, parse_upload)
+from streamdetect.events import (NotAVerdict, Source, Upload, UploadError, VerdictEvent, cap_text, check_finite,
+                                 dead_letter, encode, image_description, parse_upload)
 from streamdetect.events.codec import finite
 from streamdetect.events.dead_letter import PAYLOAD_MAX_BYTES
-from streamdetect.images import ImageError, ImagePolicy, load_image
+from streamdetect.evidence import EvidenceError, EvidenceStore, png_bytes
+from streamdetect.evidence.store import describe
+from streamdetect.images import ImageError, ImagePolicy, fetch_image
 from streamdetect.stream.retries import ModelBreaker, Retries
 
 log = structlog.get_logger(__name__)
@@ -50,6 +52,15 @@ class Record:
 
 
 @dataclass(frozen=True)
+class Evidence:
+    """Where a verdict's images go: ``store`` (None: nowhere, only their hashes are recorded),
+    for flagged verdicts only or, with ``of_all``, for every verdict."""
+
+    store: EvidenceStore | None = None
+    of_all: bool = False
+
+
+@dataclass(frozen=True)
 class Topics:
     alerts: str
     audit: str
@@ -61,8 +72,10 @@ class UploadHandler:
                  threshold_source: str = "setting", dead_letter_payload_max_bytes: int = PAYLOAD_MAX_BYTES,
                  retries: Retries = Retries(), fetch_threads: int = 8,
                  on_retry: Callable[[str], None] = lambda kind: None,
-                 on_models_failing: Callable[[int], None] = lambda n: None, seed_key: bytes = b"") -> None:
+                 on_models_failing: Callable[[int], None] = lambda n: None, seed_key: bytes = b"",
+                 evidence: Evidence = Evidence()) -> None:
         self._judge = judge
+        self._evidence = evidence
         self._seed_key = seed_key
         self._retries, self._on_retry = retries, on_retry
         self.breaker = ModelBreaker(retries.model_error_limit, on_models_failing, self._models_work)
@@ -100,25 +113,50 @@ class UploadHandler:
             return self._dead(raw, "deadline", f"deadline {upload.deadline} passed before judging", source,
                               upload.upload_id)
         try:
-            image, seed = await self._fetch(upload)
+            image, seed, described = await self._fetch(upload)
         except ImageError as exc:
             return self._dead(raw, exc.reason, exc.detail, source, upload.upload_id)
         try:
-            verdict = await self._judged(upload, image, seed, source)
+            judgement = await self._judged(upload, image, seed)
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # noqa: BLE001 - a model failure dead-letters this upload only
             reason = _failure_reason(exc)
             log.warning("upload.not_judged", upload_id=upload.upload_id, reason=reason, error=cap_text(str(exc), 300))
             return self._dead(raw, reason, str(exc), source, upload.upload_id, type(exc).__name__)
+        loop = asyncio.get_running_loop()
+        evidence = await loop.run_in_executor(self._fetch_pool, self._keep_evidence, upload.upload_id,
+                                              judgement, image)
+        verdict = VerdictEvent.build(judgement.as_dict(), upload, source, self._worker, self._threshold_source,
+                                     described, evidence)
         return self._verdict_records(verdict)
 
-    def _load(self, reference: str) -> tuple[Image.Image, int]:
+    def _load(self, reference: str) -> tuple[Image.Image, int, dict[str, Any]]:
         """Fetch, decode and seed, on a fetch thread: hashing a large picture is no work for the event loop."""
-        image = load_image(reference, self._policy)
-        return image, self.seed_for(image)
+        image, data = fetch_image(reference, self._policy)
+        return image, self.seed_for(image), image_description(reference, data)
 
-    async def _fetch(self, upload: Upload) -> tuple[Image.Image, int]:
+    def _keep_evidence(self, upload_id: str, judgement: Any, image: Image.Image) -> dict[str, Any]:
+        """The verdict's evidence block: both images as PNG, stored when a store is configured and
+        the verdict is flagged (or every verdict is kept). A store that fails costs the pictures,
+        never the verdict: the alert still goes out, saying why its evidence is missing."""
+        store, flagged = self._evidence.store, bool(judgement.as_dict()["flagged"])
+        pictures = {"input": image, "regenerated": getattr(judgement, "regenerated", None)}
+        encoded = {kind: png_bytes(p) for kind, p in pictures.items() if p is not None}
+        out: dict[str, Any] = {"store": store.location if store else None,
+                               **{kind: None for kind in pictures},
+                               **{kind: describe(kind, data)[1].as_dict() for kind, data in encoded.items()}}
+        if store is None or not (flagged or self._evidence.of_all):
+            return out
+        try:
+            for kind, data in encoded.items():
+                out[kind] = store.put(kind, data).as_dict()
+        except EvidenceError as exc:
+            log.warning("upload.evidence_not_stored", upload_id=upload_id, error=cap_text(str(exc), 300))
+            out["error"] = cap_text(str(exc), 1000)
+        return out
+
+    async def _fetch(self, upload: Upload) -> tuple[Image.Image, int, dict[str, Any]]:
         """Fetch and decode on the fetch pool, trying an unreachable image again with backoff."""
         loop, deadline = asyncio.get_running_loop(), _timestamp(upload)
         for attempt in range(self._retries.fetch + 1):
@@ -132,17 +170,17 @@ class UploadHandler:
                 log.info("upload.fetch_retry", upload_id=upload.upload_id, attempt=attempt + 1)
         raise AssertionError("unreachable: the loop returns or raises")
 
-    async def _judged(self, upload: Upload, image: Image.Image, seed: int, source: Source) -> VerdictEvent:
-        """The verdict, trying a model error again with backoff; counted by the breaker."""
+    async def _judged(self, upload: Upload, image: Image.Image, seed: int) -> Any:
+        """The detector's judgement (finite scores only), trying a model error again with backoff;
+        counted by the breaker."""
         deadline = _timestamp(upload)
         for attempt in range(self._retries.model + 1):
             try:
                 judgement = await self._judge(upload_id=upload.upload_id, image=image, caption=upload.caption,
                                               seed=seed, deadline=deadline)
-                verdict = VerdictEvent.build(judgement.as_dict(), upload, source, self._worker,
-                                             self._threshold_source)
+                check_finite(judgement.as_dict())
                 self.breaker.success()
-                return verdict
+                return judgement
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
