@@ -13,7 +13,7 @@ KAFKA := deploy/kafka/kafka.sh
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: help setup venv jars kafka-start kafka-stop topics demo lint-imports test bench soak recovery clean
+.PHONY: help setup venv jars browser kafka-start kafka-stop topics demo console lint-imports test bench soak recovery clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -39,6 +39,17 @@ venv: $(VENV)/.complete  ## create the cached virtual environment, install this 
 jars: venv  ## the broker's jars from Maven Central (cached)
 	@$(KAFKA) fetch
 
+# Debian's chromium and its chromedriver, for the console's browser test (nothing downloaded by a
+# test tool at run time). Installed once; root or passwordless sudo needed on a fresh machine.
+browser:  ## headless Chromium and chromedriver from Debian's packages (for the console's browser test)
+	@if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then \
+		echo "setup: installing Debian's chromium and chromium-driver"; \
+		sudo=""; if [ "$$(id -u)" != 0 ]; then sudo="sudo -n"; fi; \
+		export DEBIAN_FRONTEND=noninteractive; \
+		$$sudo apt-get install -y -q chromium chromium-driver >/dev/null \
+		|| { $$sudo apt-get update -q >/dev/null && $$sudo apt-get install -y -q chromium chromium-driver >/dev/null; }; \
+	fi
+
 setup: jars  ## virtual environment, broker jars and tiny models (the mini models ship with the package)
 	@$(PY) -m streamdetect.cli models prepare --profile tiny
 
@@ -53,10 +64,16 @@ demo: jars  ## broker, calibration, real attacks on the mini models, a worker; p
 	rc=0; $(PY) -m streamdetect.cli demo || rc=$$?; \
 	if [ $$started = 1 ]; then $(KAFKA) stop; fi; exit $$rc
 
+console: jars  ## the moderator console on the demo's broker and evidence, http://127.0.0.1:8471/ (Ctrl-C stops it)
+	@if ! $(KAFKA) status; then $(KAFKA) start; echo "console: started the broker; \`make kafka-stop\` stops it"; fi
+	$(PY) -m streamdetect.cli topics apply >/dev/null
+	$(PY) -m streamdetect.cli console --evidence-store .run/demo/evidence \
+		--since "$$(date -u -d '30 days ago' +%Y-%m-%dT%H:%M:%S)"
+
 lint-imports: venv  ## the architecture's import contracts (pyproject.toml, docs/architecture.md)
 	$(VENV)/bin/lint-imports --no-cache
 
-test: setup lint-imports  ## import contracts, then the whole test suite (starts and stops its own broker and S3 server)
+test: setup browser lint-imports  ## import contracts, then the whole test suite (starts and stops its own broker and S3 server)
 	$(PY) -m pytest
 
 bench: setup  ## reference vs engine vs stream vs bare Kafka, tiny models (own broker unless KAFKA_BOOTSTRAP); writes .run/bench.json

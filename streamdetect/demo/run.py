@@ -38,6 +38,7 @@ async def run_demo(settings: Settings, timeout_s: float, run_dir: Path = Path(".
         print(f"FAILED: {exc}")
         return 1
     uploads += bad_uploads(folder, settings)
+    worker_args += ["--evidence-store", str((folder / "evidence").resolve())]
     for change in await apply_topics(settings.bootstrap, load_specs(), settings.topic_prefix):
         print(f"topic {change.topic}: {change.action} {change.detail}")
     worker_log = run_dir / "demo-worker.log"
@@ -48,6 +49,8 @@ async def run_demo(settings: Settings, timeout_s: float, run_dir: Path = Path(".
         _print_metrics(settings)
         print(f"pictures: {folder} (attack/grid.png: input | regeneration | attacked | regeneration)"
               if settings.profile.startswith("mini") else f"pictures: {folder}")
+        print(f"review the alerts in the moderator console: `make console` (or `streamdetect console "
+              f"--evidence-store {(folder / 'evidence').resolve()}`), then open http://127.0.0.1:8471/ in a browser")
         return code
     finally:
         _stop(worker)
