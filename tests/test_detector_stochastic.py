@@ -126,8 +126,11 @@ def test_stochastic_pipeline_verdicts_rescore_to_their_number(zoo, pictures) -> 
     by_spec = {e.spec: e for e in zoo.encoders}
     generators = {g.spec: g for g in zoo.generators}
     for picture, verdict in zip(pictures, verdicts):
-        event = {**verdict.as_dict(), "schema_version": 1, "decided_at": events.now_iso(), "worker": "t"}
-        events.validate("verdict", event)  # the draw fits the wire schema
+        upload = events.Upload(upload_id=verdict.upload_id, image="s3://b/k")
+        event = dict(events.VerdictEvent.build(verdict.as_dict(), upload, events.Source("uploads", 0, 0), "t",
+                                               "setting", events.image_description("s3://b/k", b"png"),
+                                               {"store": None, "input": None, "regenerated": None}).fields)
+        # (build checks the event against the wire schema: the draw fits it)
         drawn = event["stochastic"]
         assert drawn["encoders"] == event["models"]["encoders"] and len(drawn["encoders"]) == 2
         assert drawn["seed"] == 1000 + int(verdict.upload_id[1:]) and drawn["noise_scale"] == 1e-3
