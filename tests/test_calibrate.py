@@ -120,3 +120,99 @@ def test_k_larger_than_the_zoo_is_a_config_error_before_loading(tiny_models: Pat
 
     with pytest.raises(ConfigError, match="k=4 encoders per request, but the encoder zoo has only 3"):
         build_pipeline(_settings(tiny_models, mode="stochastic", encoders_per_request=4))
+
+
+def _label(upload_id: str, decision: str, score: float, fp: dict, decided_at: str = "2026-11-01T10:00:00Z",
+           **models) -> str:  # type: ignore[no-untyped-def]
+    base = {"captioner": fp["captioner"], "generator": fp["generators"][0], "encoders": fp["encoders"]}
+    return json.dumps({"schema_version": 1, "upload_id": upload_id, "decision": decision, "moderator": "ana",
+                       "decided_at": decided_at,
+                       "verdict": {"score": score, "threshold": 0.55, "flagged": score < 0.55,
+                                   "models": {**base, **models}, "decided_at": "2026-11-01T09:00:00Z"}})
+
+
+def _calibrate(tiny_models: Path, tmp_path: Path, *args: str):  # type: ignore[no-untyped-def]
+    target = tmp_path / "threshold.json"
+    result = CliRunner().invoke(main, ["calibrate", *args, "--threshold-file", str(target), "--json",
+                                       "--model-dir", str(tiny_models), "--profile", "tiny"])
+    assert result.exit_code == 0, result.output
+    return json.loads(target.read_text())
+
+
+def test_labels_take_confirmed_uploads_out_and_put_dismissed_ones_in(tiny_models: Path, tmp_path: Path) -> None:
+    fp = fingerprint(_settings(tiny_models))
+    audit = tmp_path / "audit.jsonl"
+    audit.write_text("\n".join(_verdict(f"u{i}", 0.5 + i / 100, fp) for i in range(5)) + "\n")
+    labels = tmp_path / "labels.jsonl"
+    labels.write_text("\n".join([
+        _label("u1", "confirmed", 0.51, fp),  # an attack in the audit: out
+        _label("u2", "dismissed", 0.52, fp),  # a false positive in the audit: stays, once
+        _label("n1", "dismissed", 0.6, fp),  # a false positive the audit lacks: in, with its label's score
+        _label("n2", "dismissed", 0.61, fp, encoders=fp["encoders"][:1]),  # judged by another ensemble: not used
+        _label("c9", "confirmed", 0.2, fp),  # an attack the audit lacks: nothing to take out
+        _label("u3", "dismissed", 0.53, fp, decided_at="2026-11-01T10:00:00Z"),
+        _label("u3", "confirmed", 0.53, fp, decided_at="2026-11-02T10:00:00Z"),  # the later decision holds: out
+        _label("u4", "confirmed", 0.54, fp, decided_at="2026-11-03T10:00:00Z"),
+        _label("u4", "dismissed", 0.54, fp, decided_at="2026-11-02T10:00:00Z"),  # later in the log, decided earlier
+        "not json",
+        _label("u0", "maybe", 0.5, fp),  # not a decision the schema knows: unreadable, u0 stays as audited
+    ]) + "\n")
+    record = _calibrate(tiny_models, tmp_path, "--audit", str(audit), "--labels", str(labels))
+    assert record["n"] == 3  # u0, u2 and n1
+    assert record["threshold"] == pytest.approx(0.5)  # the lowest of [0.5, 0.52, 0.6] at a 1% target
+    assert record["source"] == (
+        f"audit {audit}: 5 records, 5 used, 0 from another configuration, 0 replays, 0 unreadable; "
+        f"labels {labels}: 11 read for 7 uploads, 2 dismissed used as clean (1 in the audit, 1 added from labels), "
+        "4 confirmed excluded (3 found in the audit), 1 from another configuration, 2 unreadable")
+    from streamdetect.offline.calibrate import labelled_scores
+
+    scores, _ = labelled_scores(str(audit), labels.read_text().splitlines(), "l", fp)
+    assert sorted(scores) == [0.5, 0.52, 0.6]
+
+
+def test_labels_alone_calibrate_on_the_dismissed_verdicts(tiny_models: Path, tmp_path: Path) -> None:
+    fp = fingerprint(_settings(tiny_models))
+    labels = tmp_path / "labels.jsonl"
+    labels.write_text("\n".join([_label("a", "dismissed", 0.4, fp), _label("b", "dismissed", 0.45, fp),
+                                 _label("c", "confirmed", 0.1, fp),
+                                 _label("d", "dismissed", 0.3, fp, captioner="hf:another")]) + "\n")
+    record = _calibrate(tiny_models, tmp_path, "--labels", str(labels))
+    assert record["n"] == 2 and record["threshold"] == pytest.approx(0.4)
+    assert record["source"] == (f"labels {labels}: 4 read for 4 uploads, 2 dismissed used as clean, 1 confirmed "
+                                "excluded, 1 from another configuration, 0 unreadable")
+
+
+def test_a_confirmed_attack_no_longer_pulls_the_threshold_down(tiny_models: Path, tmp_path: Path) -> None:
+    fp = fingerprint(_settings(tiny_models))
+    scores = np.random.default_rng(1).normal(0.7, 0.05, 500)
+    audit = tmp_path / "audit.jsonl"
+    audit.write_text("\n".join([_verdict(f"u{i}", float(s), fp) for i, s in enumerate(scores)]
+                               + [_verdict("attack", 0.05, fp)]) + "\n")
+    labels = tmp_path / "labels.jsonl"
+    labels.write_text(_label("attack", "confirmed", 0.05, fp) + "\n")
+    unlabelled = _calibrate(tiny_models, tmp_path, "--audit", str(audit), "--target-fpr", "0.02")
+    labelled = _calibrate(tiny_models, tmp_path, "--audit", str(audit), "--labels", str(labels),
+                          "--target-fpr", "0.02")
+    # m = floor(0.02 * (n + 1)) - 1 = 9 for n = 500 and 501: the attack takes one of the lowest ten places.
+    assert unlabelled["n"] == 501 and unlabelled["threshold"] == pytest.approx(np.sort(scores)[8])
+    assert labelled["n"] == 500 and labelled["threshold"] == pytest.approx(np.sort(scores)[9])
+    assert "1 confirmed excluded (1 found in the audit)" in labelled["source"]
+
+
+def test_labels_do_not_go_with_a_clean_folder(tiny_models: Path, tmp_path: Path) -> None:
+    result = CliRunner().invoke(main, ["calibrate", "--clean-dir", str(tmp_path), "--labels", "l.jsonl",
+                                       "--threshold-file", str(tmp_path / "t.json")])
+    assert result.exit_code == 2 and "does not go with --clean-dir" in result.output
+    result = CliRunner().invoke(main, ["calibrate", "--audit", "-", "--labels", "-",
+                                       "--threshold-file", str(tmp_path / "t.json")], input="")
+    assert result.exit_code == 2 and "cannot both read stdin" in result.output
+
+
+def test_labels_topic_is_read_by_the_cli(tiny_models: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import streamdetect.cli.offline as offline_cli
+
+    fp = fingerprint(_settings(tiny_models))
+    events = [json.loads(_label(u, "dismissed", s, fp)) for u, s in (("a", 0.4), ("b", 0.45))]
+    monkeypatch.setattr(offline_cli, "topic_events", lambda settings, which: events if which == "labels" else [])
+    record = _calibrate(tiny_models, tmp_path, "--labels", "topic")
+    assert record["n"] == 2 and record["source"].startswith("labels topic labels: 2 read for 2 uploads")

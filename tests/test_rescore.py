@@ -140,3 +140,23 @@ def test_rescore_needs_one_source() -> None:
     assert result.exit_code == 2 and "give FILE (or - for stdin), or --from-topic" in result.output
     result = runner.invoke(main, ["rescore", "-", "--since", "2026-01-01"], input="")
     assert result.exit_code == 2 and "use them with --from-topic" in result.output
+
+
+def test_from_topic_reads_the_audit_topic_in_the_cli_layer(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The topic is read by the CLI (a real broker is covered by replay's own tests) and its
+    events go through the same per-record path; a v1 verdict of an inline upload says why."""
+    import streamdetect.cli.offline as offline_cli
+
+    from streamdetect.app.detector_config import settings_zoo
+
+    asked: list = []
+    zoo = settings_zoo(Settings(profile="mini"))
+    v1 = {"schema_version": 1, "upload_id": "old", "score": 0.9, "caption": "c", "seed": 1, "scores": {"e": 0.9},
+          "models": {"captioner": None, "generator": zoo.generators[0], "encoders": list(zoo.encoders)}}
+    monkeypatch.setattr(offline_cli, "topic_events", lambda settings, which, since, until: asked.append(
+        (which, since, until)) or [v1])
+    result = _rescore("--from-topic", "--since", "2026-11-01")
+    assert result.exit_code == 1, result.output
+    assert asked[0][0] == "audit" and asked[0][1].isoformat().startswith("2026-11-01")
+    assert "old  cannot rescore: no input image: a schema v1 verdict keeps no evidence" in result.stdout
+    assert "0 of 1 records" in result.stdout

@@ -103,6 +103,12 @@ def eval_command(ctx: click.Context, clean_dir: Path | None, adv_dir: Path | Non
 @click.option("--audit", "audit_path", type=click.Path(dir_okay=False, allow_dash=True),
               help="Audit log as JSON lines (`streamdetect replay > audit.jsonl`), or - for stdin.")
 @click.option("--clean-dir", type=PATH_DIR, help="Or: a folder of clean images to run through the detector.")
+@click.option("--labels", "labels_from", metavar="FILE|topic",
+              help="Moderators' labels, as JSON lines (`streamdetect replay --topic labels > labels.jsonl`, - for "
+                   "stdin; a file named topic as ./topic) or `topic` to read the labels topic. With --audit, "
+                   "confirmed uploads leave the clean set and dismissed ones the audit lacks join it (when judged "
+                   "with this configuration); alone, the dismissed labels' scores are the clean set. The latest "
+                   "label of an upload counts.")
 @click.option("--recursive", is_flag=True, help="Search --clean-dir recursively.")
 @click.option("--max-samples", type=click.IntRange(min=1), help="Use at most this many images from --clean-dir.")
 @click.option("--target-fpr", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.01,
@@ -114,17 +120,20 @@ def eval_command(ctx: click.Context, clean_dir: Path | None, adv_dir: Path | Non
 @click.option("--json", "as_json", is_flag=True, help="Print the written record as JSON.")
 @setting_options(*MODEL_SETTINGS)
 @click.pass_context
-def calibrate_command(ctx: click.Context, audit_path: str | None, clean_dir: Path | None, recursive: bool,
-                      max_samples: int | None, target_fpr: float, confidence: float, threshold_file: str | None,
-                      as_json: bool, **overrides: Any) -> None:
+def calibrate_command(ctx: click.Context, audit_path: str | None, clean_dir: Path | None, labels_from: str | None,
+                      recursive: bool, max_samples: int | None, target_fpr: float, confidence: float,
+                      threshold_file: str | None, as_json: bool, **overrides: Any) -> None:
     """Fit the threshold for a target false-positive rate from clean traffic only, and write it
     where the worker reads it (threshold_file). Reports how many samples were used and the
-    confidence interval of the FPR the threshold will have on new clean traffic.
+    confidence interval of the FPR the threshold will have on new clean traffic. Moderators'
+    labels (--labels) take uploads confirmed as attacks out of the clean set and count
+    dismissed false positives in; the report says how many of each.
 
     \b
     streamdetect replay --since 2026-11-01 > audit.jsonl
     streamdetect calibrate --profile standard --audit audit.jsonl --target-fpr 0.01 --threshold-file /etc/sd/threshold.json
     streamdetect calibrate --profile mini --clean-dir clean/ --threshold-file threshold.json
+    streamdetect calibrate --audit audit.jsonl --labels topic --threshold-file threshold.json
     """
     from streamdetect.app.detector_config import fingerprint
     from streamdetect.detector.threshold_file import describe, fit_record, write_record
@@ -136,11 +145,12 @@ def calibrate_command(ctx: click.Context, audit_path: str | None, clean_dir: Pat
     if not target:
         raise click.UsageError("say where to write the threshold: --threshold-file or the threshold_file "
                                "setting (STREAMDETECT_THRESHOLD_FILE), which the worker reads")
-    if (audit_path is None) == (clean_dir is None):
-        raise click.UsageError("give exactly one of --audit or --clean-dir")
+    _check_calibrate_sources(audit_path, clean_dir, labels_from)
     try:
         fp = fingerprint(settings)
-        if audit_path is not None:
+        if labels_from is not None:
+            scores, source = _labelled(settings, audit_path, labels_from, fp)
+        elif audit_path is not None:
             scores, source = audit_file_scores(audit_path, fp)
         else:
             scores, source = _clean_folder(settings, clean_dir, recursive, max_samples)  # type: ignore[arg-type]
@@ -151,6 +161,28 @@ def calibrate_command(ctx: click.Context, audit_path: str | None, clean_dir: Pat
     except (ValueError, ConfigError, OSError) as exc:
         raise click.ClickException(str(exc)) from exc
     click.echo(json.dumps(record, indent=2, sort_keys=True) if as_json else f"{describe(record)}\nwrote {target}")
+
+
+def _check_calibrate_sources(audit_path: str | None, clean_dir: Path | None, labels_from: str | None) -> None:
+    if labels_from is not None and clean_dir is not None:
+        raise click.UsageError("--labels corrects an audit log or stands alone; it does not go with --clean-dir "
+                               "(folder images have no upload ids to label)")
+    if labels_from is None and (audit_path is None) == (clean_dir is None):
+        raise click.UsageError("give exactly one of --audit or --clean-dir (or --labels, alone or with --audit)")
+    if audit_path == "-" and labels_from == "-":
+        raise click.UsageError("--audit and --labels cannot both read stdin")
+
+
+def _labelled(settings: Settings, audit_path: str | None, labels_from: str,
+              fp: dict[str, Any]) -> tuple[list[float], str]:
+    """Clean scores with the labels applied; the labels topic is read here (no Kafka below cli).
+    A file named ``topic`` is given as ``./topic``."""
+    from streamdetect.offline.calibrate import labelled_scores
+
+    if labels_from == "topic":
+        return labelled_scores(audit_path, topic_events(settings, "labels"), f"topic {settings.topic('labels')}", fp)
+    with _lines(labels_from) as lines:
+        return labelled_scores(audit_path, lines, labels_from, fp)
 
 
 def _clean_folder(settings: Any, folder: Path, recursive: bool, max_samples: int | None) -> tuple[list[float], str]:

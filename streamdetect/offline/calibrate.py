@@ -6,6 +6,11 @@ a folder of clean images run through the configured detector. Only verdicts made
 configuration in use count (same mode, models, k and noise scale); replays of one upload count
 once. The fit and its confidence (see detector/thresholds.py) go to the threshold file
 (detector/threshold_file.py), which the worker reads at start when ``threshold_file`` is set.
+
+Moderators' labels (the labels topic, label.schema.json) sharpen the clean set: an upload they
+confirmed as an attack is taken out of it, one they dismissed as a false positive is clean for
+sure, and is added from the label's own verdict snapshot when the audit does not have it. The
+latest label of an upload is the one in force.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ from __future__ import annotations
 import json
 import sys
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
@@ -22,6 +28,7 @@ from streamdetect.settings import Settings
 @dataclass
 class AuditScores:
     scores: list[float] = field(default_factory=list)
+    by_upload: dict[str, float] = field(default_factory=dict)  # the latest judgement of each upload
     lines: int = 0
     other_config: int = 0  # verdicts made with other models or settings
     duplicates: int = 0  # replays of an upload already counted
@@ -48,7 +55,7 @@ def audit_scores(lines: Iterable[str], fingerprint: dict[str, Any]) -> AuditScor
         if upload_id in by_upload:
             out.duplicates += 1
         by_upload[upload_id] = score  # the latest judgement of a replayed upload
-    out.scores = list(by_upload.values())
+    out.scores, out.by_upload = list(by_upload.values()), by_upload
     return out
 
 
@@ -70,14 +77,116 @@ def matches(verdict: dict[str, Any], fp: dict[str, Any]) -> bool:
 
 def audit_file_scores(path: str, fp: dict[str, Any]) -> tuple[list[float], str]:
     """Clean scores from an audit log file (``-`` for stdin), and a line saying what was used."""
+    found = read_audit_file(path, fp)
+    return found.scores, audit_source(path, found)
+
+
+def read_audit_file(path: str, fp: dict[str, Any]) -> AuditScores:
+    """``audit_scores`` of a file, or of stdin for ``-``."""
     if path == "-":
-        found = audit_scores(sys.stdin, fp)
-    else:
-        with open(path) as f:
-            found = audit_scores(f, fp)
-    source = (f"audit {path}: {found.lines} records, {len(found.scores)} used, {found.other_config} from "
-              f"another configuration, {found.duplicates} replays, {found.unreadable} unreadable")
-    return found.scores, source
+        return audit_scores(sys.stdin, fp)
+    with open(path) as f:
+        return audit_scores(f, fp)
+
+
+def audit_source(path: str, found: AuditScores) -> str:
+    return (f"audit {path}: {found.lines} records, {len(found.scores)} used, {found.other_config} from "
+            f"another configuration, {found.duplicates} replays, {found.unreadable} unreadable")
+
+
+@dataclass
+class Labels:
+    """The label in force for each upload (its latest), and how many were read."""
+
+    latest: dict[str, dict[str, Any]] = field(default_factory=dict)
+    read: int = 0
+    unreadable: int = 0  # not JSON, or not a label by its schema
+
+
+def latest_labels(items: Iterable[str | dict[str, Any]]) -> Labels:
+    """The latest label per upload, by decided_at and, at a tie, by log order. ``items`` are JSON
+    lines (as `streamdetect replay --topic labels` prints them) or decoded events (the topic)."""
+    from streamdetect import events
+
+    out, when = Labels(), dict[str, datetime]()  # upload id -> decided_at of the label in force
+    for item in items:
+        if isinstance(item, str) and not item.strip():
+            continue
+        out.read += 1
+        try:
+            label = json.loads(item) if isinstance(item, str) else item
+            events.validate("label", label)
+            decided = _moment(label["decided_at"])
+        except (ValueError, TypeError):  # SchemaError is a ValueError
+            out.unreadable += 1
+            continue
+        upload_id = label["upload_id"]
+        if upload_id not in when or decided >= when[upload_id]:  # a later line wins a tie
+            out.latest[upload_id], when[upload_id] = label, decided
+    return out
+
+
+def _moment(text: str) -> datetime:
+    # fromisoformat refuses the lower-case t and z that RFC 3339 allows (docs/architecture.md#hostile-json);
+    # a time without a zone is read as UTC, so every moment compares with every other.
+    moment = datetime.fromisoformat(text.upper())
+    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
+
+
+@dataclass
+class LabelUse:
+    """What the labels did to the clean set, for the calibration's source line."""
+
+    read: int = 0
+    uploads: int = 0
+    unreadable: int = 0
+    dismissed_in_audit: int = 0  # already among the clean scores: they stay
+    dismissed_added: int = 0  # added from the label's verdict snapshot
+    confirmed: int = 0
+    confirmed_in_audit: int = 0  # removed from the clean scores
+    other_config: int = 0  # dismissed, not in the audit, and judged with another configuration
+
+    def line(self, source: str, with_audit: bool) -> str:
+        used = self.dismissed_in_audit + self.dismissed_added
+        dismissed = (f"{used} dismissed used as clean ({self.dismissed_in_audit} in the audit, "
+                     f"{self.dismissed_added} added from labels)" if with_audit else f"{used} dismissed used as clean")
+        found = f" ({self.confirmed_in_audit} found in the audit)" if with_audit else ""
+        return (f"labels {source}: {self.read} read for {self.uploads} uploads, {dismissed}, {self.confirmed} "
+                f"confirmed excluded{found}, {self.other_config} from another configuration, "
+                f"{self.unreadable} unreadable")
+
+
+def apply_labels(clean: dict[str, float], labels: Labels, fp: dict[str, Any]) -> LabelUse:
+    """Take confirmed uploads out of ``clean`` (upload id -> score, changed in place) and put
+    dismissed ones in: a dismissed upload the audit lacks comes in with its label's verdict
+    score, if that verdict was made with the configuration ``fp``."""
+    use = LabelUse(labels.read, len(labels.latest), labels.unreadable)
+    for upload_id, label in labels.latest.items():
+        if label["decision"] == "confirmed":
+            use.confirmed += 1
+            if clean.pop(upload_id, None) is not None:
+                use.confirmed_in_audit += 1
+        elif upload_id in clean:
+            use.dismissed_in_audit += 1
+        elif matches(label["verdict"], fp):
+            clean[upload_id] = float(label["verdict"]["score"])
+            use.dismissed_added += 1
+        else:
+            use.other_config += 1
+    return use
+
+
+def labelled_scores(audit_path: str | None, labels: Iterable[str | dict[str, Any]], labels_source: str,
+                    fp: dict[str, Any]) -> tuple[list[float], str]:
+    """Clean scores from the audit log corrected by the labels, or (no audit) the dismissed
+    labels' own verdict scores; and a line saying what was used."""
+    found = read_audit_file(audit_path, fp) if audit_path is not None else None
+    clean = dict(found.by_upload) if found is not None else {}
+    use = apply_labels(clean, latest_labels(labels), fp)
+    line = use.line(labels_source, with_audit=found is not None)
+    if found is None or audit_path is None:
+        return list(clean.values()), line
+    return list(clean.values()), f"{audit_source(audit_path, found)}; {line}"
 
 
 def clean_folder_scores(settings: Settings, folder: Path, recursive: bool, max_samples: int | None,

@@ -18,7 +18,7 @@ import hashlib
 import json
 import math
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Iterator, Mapping, Protocol
+from typing import Any, Iterable, Iterator, Mapping
 
 from PIL import Image
 
@@ -29,15 +29,6 @@ DEFAULT_TOLERANCE = 1e-4
 
 class CannotRescore(Exception):
     """This record cannot be re-scored; the message says why, in words for the operator."""
-
-
-class Encoder(Protocol):
-    spec: str
-    name: str
-
-
-class Generator(Protocol):
-    spec: str
 
 
 @dataclass(frozen=True)
@@ -246,9 +237,9 @@ class Rescorer:
         from streamdetect.evidence import png_bytes
 
         verdict = self._checked(record)
-        result.recorded = float(verdict["score"])
-        result.recorded_scores = {str(k): float(v) for k, v in (verdict.get("scores") or {}).items()}
-        result.recorded_regeneration = ((verdict.get("evidence") or {}).get("regenerated") or {}).get("sha256")
+        result.recorded, result.recorded_scores = _recorded_numbers(verdict)
+        evidence = verdict.get("evidence") if isinstance(verdict.get("evidence"), dict) else {}
+        result.recorded_regeneration = (evidence.get("regenerated") or {}).get("sha256")
         generator, encoders = self._models_for(verdict)
         image, result.image_from = self.images.get(verdict)
         scores, regenerated = rescore_with_regeneration(verdict, image, generator, encoders)
@@ -265,12 +256,11 @@ class Rescorer:
             raise CannotRescore("not a verdict (no upload_id)")
         models = record.get("models")
         missing = [k for k in ("score", "caption", "seed") if k not in record]
-        if missing or not isinstance(models, dict) or not models.get("generator") or not models.get("encoders"):
+        if missing or not isinstance(models, dict) or not models.get("generator") or \
+                not isinstance(models.get("encoders"), list) or not models["encoders"]:
             raise CannotRescore(f"not a complete verdict (missing {', '.join(missing) or 'models'})")
-        try:
-            float(record["score"]), int(record["seed"])
-        except (TypeError, ValueError) as exc:
-            raise CannotRescore(f"score or seed is not a number ({exc})") from exc
+        if not isinstance(record["caption"], str) or not isinstance(record["seed"], int):
+            raise CannotRescore("not a complete verdict (caption is not text or seed not an integer)")
         return record
 
     def _models_for(self, verdict: Mapping[str, Any]) -> tuple[Any, dict[str, Any]]:
@@ -282,6 +272,15 @@ class Rescorer:
             raise CannotRescore(f"made with {', '.join(missing)}, not loaded by {self.zoo_name}; rerun with the "
                                 "profile (or --generator-zoo/--encoder-zoo) that made it")
         return self.generators[models["generator"]], {s: self.encoders[s] for s in models["encoders"]}
+
+
+def _recorded_numbers(verdict: Mapping[str, Any]) -> tuple[float, dict[str, float]]:
+    """The recorded ensemble score and per-encoder scores, or CannotRescore when they are not numbers."""
+    try:
+        scores = {str(k): float(v) for k, v in (verdict.get("scores") or {}).items()}
+        return float(verdict["score"]), scores
+    except (AttributeError, TypeError, ValueError) as exc:
+        raise CannotRescore(f"its recorded scores are not numbers ({exc})") from exc
 
 
 @dataclass
