@@ -120,6 +120,27 @@ async def read_labels(bootstrap: str, topic: str, want: int, timeout_s: float) -
     return seen
 
 
+def cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "streamdetect.cli", *args], env=env, capture_output=True, text=True,
+                          timeout=300)
+
+
+def check_rescore_and_calibrate(env: dict[str, str], tmp_path: Path, verdicts: int,
+                                dismissed: dict[str, float]) -> None:
+    """`rescore --from-topic` brings every verdict of the audit topic back to its score from the
+    evidence in S3; `calibrate --labels topic` fits on the dismissed alert alone."""
+    rescored = cli(env, "rescore", "--from-topic", "--profile", "mini", "--json")
+    assert rescored.returncode == 0, rescored.stdout + rescored.stderr
+    rows = [json.loads(line) for line in rescored.stdout.splitlines()]
+    assert len(rows) == verdicts and all(r["matches"] and r["image_from"] for r in rows), rows
+    target = tmp_path / "threshold.json"
+    fitted = cli(env, "calibrate", "--profile", "mini", "--labels", "topic", "--threshold-file", str(target))
+    assert fitted.returncode == 0, fitted.stdout + fitted.stderr
+    record = json.loads(target.read_text())
+    assert "1 dismissed" in record["source"] and "1 confirmed" in record["source"], record["source"]
+    assert record["n"] == 1 and record["threshold"] <= min(dismissed.values()) + 1e-9, record
+
+
 async def test_console_shows_alerts_live_with_evidence_and_publishes_decisions(
         kafka_bootstrap: str, s3_server: str, tmp_path: Path, browser: Any) -> None:
     from selenium.webdriver.common.by import By
@@ -134,7 +155,8 @@ async def test_console_shows_alerts_live_with_evidence_and_publishes_decisions(
     s3.put_object(Bucket="uploads", Key="clean-0.png", Body=clean[0].read_bytes())
     env = {**os.environ, "KAFKA_BOOTSTRAP": kafka_bootstrap, "STREAMDETECT_TOPIC_PREFIX": prefix,
            "STREAMDETECT_GROUP_ID": f"{prefix}workers", "STREAMDETECT_S3_ENDPOINT": s3_server,
-           "STREAMDETECT_EVIDENCE_STORE": "s3://evidence/alerts", "STREAMDETECT_LOG_JSON": "true"}
+           "STREAMDETECT_EVIDENCE_STORE": "s3://evidence/alerts", "STREAMDETECT_EVIDENCE_OF": "all",
+           "STREAMDETECT_LOG_JSON": "true"}
     worker = WorkerProcess(env, tmp_path / "worker.log", "--profile", "mini", "--threshold", "0.8",
                            "--max-wait-ms", "20", "--metrics-port", "0")
     tokens = {"alice": "alice-" + uuid.uuid4().hex, "bob": "bob-" + uuid.uuid4().hex}
@@ -211,6 +233,7 @@ async def test_console_shows_alerts_live_with_evidence_and_publishes_decisions(
         assert next(lab for lab in labels if lab["decision"] == "dismissed")["note"] == "the caption fits the picture"
         bob_view = {a["verdict"]["upload_id"]: a for a in api(bob_url, "/api/alerts", tokens["bob"])["alerts"]}
         assert (bob_view[first]["state"], bob_view[second]["state"]) == ("dismissed", "confirmed")
+        check_rescore_and_calibrate(env, tmp_path, len(uploads), {first: by_id[first]["score"]})
     finally:
         for c in consoles.values():
             c.stop()
