@@ -141,11 +141,14 @@ def test_decisions_go_out_for_known_alerts_and_not_over_another_consoles_claim(s
     feed.state.add_verdict(verdict("u1", 0.3, True))
     feed.state.add_verdict(verdict("u2", 0.3, True))
     feed.state.add_claim(claim("other", "u2", datetime.now(timezone.utc)))
-    assert http.post("/api/decision", json={"upload_id": "nope", "decision": "confirmed"}, headers=CHANGE).status_code == 404
-    assert http.post("/api/decision", json={"upload_id": "u1", "decision": "maybe"}, headers=CHANGE).status_code == 400
-    assert http.post("/api/decision", json={"upload_id": "u2", "decision": "dismissed"}, headers=CHANGE).status_code == 409
+    def decide(upload_id: str, decision: str, **more: str) -> Any:
+        return http.post("/api/decision", json={"upload_id": upload_id, "decision": decision, **more}, headers=CHANGE)
+
+    assert decide("nope", "confirmed").status_code == 404
+    assert decide("u1", "maybe").status_code == 400
+    assert decide("u2", "dismissed").status_code == 409  # alice's console does not hold it
     assert http.post("/api/claim", json={"upload_id": "u2"}, headers=CHANGE).status_code == 409
-    answer = http.post("/api/decision", json={"upload_id": "u1", "decision": "dismissed", "note": "fine"}, headers=CHANGE)
+    answer = decide("u1", "dismissed", note="fine")
     assert answer.status_code == 200 and answer.json()["state"] == "dismissed"
     assert [(k, e["upload_id"], e["decision"], e["moderator"]) for k, e in feed.published] == [
         ("label", "u1", "dismissed", "alice")]

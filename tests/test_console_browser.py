@@ -198,7 +198,8 @@ async def test_console_shows_alerts_live_with_evidence_and_publishes_decisions(
         WebDriverWait(browser, 60).until(lambda d: len(cards(d)) == len(flagged))  # live, no reload
         first, second = flagged[0]["upload_id"], flagged[1]["upload_id"]
         card = cards(browser)[first]
-        input_img, regen_img = card.find_element(By.CSS_SELECTOR, ".input-img"), card.find_element(By.CSS_SELECTOR, ".regen-img")
+        input_img = card.find_element(By.CSS_SELECTOR, ".input-img")
+        regen_img = card.find_element(By.CSS_SELECTOR, ".regen-img")
         WebDriverWait(browser, 30).until(lambda d: d.execute_script(
             "return arguments[0].naturalWidth > 0 && arguments[1].naturalWidth > 0", input_img, regen_img))
         assert "blurred" in input_img.get_attribute("class")

@@ -129,3 +129,13 @@ def test_only_keys_of_the_stores_own_form_are_read(tmp_path: Path) -> None:
         store.get("input/" + "0" * 64 + ".png")
     with pytest.raises(ValueError):
         open_store("https://example.com/x")
+
+
+async def test_the_alerts_command_line_says_what_whose_and_where_the_evidence_is(tmp_path: Path) -> None:
+    from streamdetect.cli.stream import format_verdict
+
+    inline = "data:image/png;base64," + base64.b64encode(red_png()).decode()
+    verdict = await verdict_of(0.2, inline, Evidence(LocalStore(tmp_path / "ev")))
+    line = format_verdict(verdict)
+    assert line.startswith("FLAGGED u1") and "image=inline sha256:" + verdict["image"]["sha256"][:12] in line
+    assert '"user": "u-42"' in line and f"evidence={tmp_path / 'ev'}/regenerated/" in line

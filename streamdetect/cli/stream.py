@@ -121,9 +121,19 @@ def require_topic(settings: Settings, name: str) -> None:
 
 
 def format_verdict(event: dict[str, Any]) -> str:
+    """One line a moderator can act on: what was judged, whose it is, and where the evidence is."""
     mark = "FLAGGED" if event.get("flagged") else "ok     "
-    return (f"{mark} {event.get('upload_id')}  score={event.get('score', float('nan')):.3f} "
+    line = (f"{mark} {event.get('upload_id')}  score={event.get('score', float('nan')):.3f} "
             f"threshold={event.get('threshold')}  caption[{event.get('caption_source')}]={event.get('caption')!r}")
+    image = event.get("image") or {}
+    if image:
+        line += f"  image={image.get('reference') or 'inline sha256:' + str(image.get('sha256', ''))[:12]}"
+    if event.get("metadata"):
+        line += f"  metadata={json.dumps(event['metadata'], sort_keys=True)[:200]}"
+    regenerated = (event.get("evidence") or {}).get("regenerated") or {}
+    if regenerated.get("key"):
+        line += f"  evidence={event['evidence']['store'].rstrip('/')}/{regenerated['key']}"
+    return line
 
 
 def utc(moment: datetime | None) -> datetime | None:

@@ -12,5 +12,6 @@ from streamdetect.events.schemas import SCHEMA_VERSION, SCHEMA_VERSIONS, SchemaE
 from streamdetect.events.upload import Upload, UploadError, parse_upload
 from streamdetect.events.verdict import NotAVerdict, VerdictEvent, check_finite, image_description
 
-__all__ = ["SCHEMA_VERSION", "SCHEMA_VERSIONS", "NotAVerdict", "SchemaError", "Source", "Upload", "UploadError", "VerdictEvent",
-           "cap_text", "check_finite", "dead_letter", "encode", "format_time", "image_description", "now_iso", "parse_time", "parse_upload", "validate"]
+__all__ = ["SCHEMA_VERSION", "SCHEMA_VERSIONS", "NotAVerdict", "SchemaError", "Source", "Upload", "UploadError",
+           "VerdictEvent", "cap_text", "check_finite", "dead_letter", "encode", "format_time", "image_description",
+           "now_iso", "parse_time", "parse_upload", "validate"]
