@@ -73,7 +73,8 @@ async def send_raw(bootstrap: str, topic: str, key: bytes, value: bytes) -> None
 async def test_topics_apply_is_idempotent(kafka_bootstrap: str, prefix: str) -> None:
     first = await apply_topics(kafka_bootstrap, load_specs(), prefix)
     second = await apply_topics(kafka_bootstrap, load_specs(), prefix)
-    assert {c.topic: c.action for c in first} == {prefix + n: "created" for n in ("uploads", "alerts", "audit", "dlq")}
+    assert {c.topic: c.action for c in first} == {prefix + n: "created" for n in
+                                                  ("uploads", "alerts", "audit", "dlq", "labels", "claims")}
     assert {c.action for c in second} == {"unchanged"}
 
 
