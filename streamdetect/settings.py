@@ -24,7 +24,7 @@ from pydantic_settings import BaseSettings, EnvSettingsSource, PydanticBaseSetti
 ENV_PREFIX = "STREAMDETECT_"
 # STREAMDETECT_* variables that are not settings: who reads them, for the misspelling check.
 OTHER_VARIABLES = {"STREAMDETECT_CACHE": "the cache folder of make and of the model_dir default"}
-PROFILES = ("mini", "mini-robust", "tiny", "paper", "standard")
+PROFILES = ("mini", "mini-robust", "tiny", "paper", "standard", "standard-shapes")
 
 
 class ConfigError(ValueError):
@@ -57,10 +57,12 @@ class Settings(BaseSettings):
     group_id: str = Field("streamdetect", min_length=1, json_schema_extra=_flags("--group"),
                           description="Consumer group; workers sharing it share the partitions.")
     # Models and decision
-    profile: Literal["mini", "mini-robust", "tiny", "paper", "standard"] = Field(
+    profile: Literal["mini", "mini-robust", "tiny", "paper", "standard", "standard-shapes"] = Field(
         "mini", description="Model profile: mini (small trained models, shipped; CPU), mini-robust (the same "
                             "with adversarially fine-tuned encoders: README, Defences), tiny (random weights, "
-                            "for tests only), paper (BLIP + SD 1.5 + 5 CLIP), standard (distilled T2I, fp16 GPU).")
+                            "for tests only), paper (BLIP + SD 1.5 + 5 CLIP), standard (distilled T2I, fp16 GPU), "
+                            "standard-shapes (standard's architectures at real size with random weights: "
+                            "GPU throughput only).")
     model_dir: Path = Field(default_factory=lambda: default_cache() / "models", json_schema_extra=_flags(path="dir"),
                             description="Folder of local model weights [default: $STREAMDETECT_CACHE/models, "
                                         "~/.cache/streamdetect/models].")
@@ -87,6 +89,16 @@ class Settings(BaseSettings):
                                       description="Stochastic mode: encoders drawn per upload (k); 0 = all.")
     noise_scale: float = Field(5e-4, ge=0.0, le=0.1, allow_inf_nan=False,
                                description="Stochastic mode: std of the one-time weight noise (paper: 5e-6 to 1e-3).")
+    cascade: Literal["off", "agreement"] = Field("off", description="off: every upload is regenerated "
+                                                 "(MirrorCheck); agreement: an upload whose caption the encoders "
+                                                 "confidently agree with is decided clean without a text-to-image "
+                                                 "call (README, The cascade).")
+    cascade_exit_share: float = Field(0.8, gt=0.0, lt=1.0, allow_inf_nan=False,
+                                      description="calibrate: the share of clean uploads the cascade's exit "
+                                                  "threshold lets skip regeneration (its budget).")
+    cascade_exit_threshold: float | None = Field(None, ge=-1.0, le=1.0, allow_inf_nan=False,
+                                                 description="Caption agreement at or above which the cascade "
+                                                             "exits clean; unset = the threshold file's.")
     threshold_file: str | None = Field(None, json_schema_extra=_flags(path="file"),
                                        description="Threshold fitted by `streamdetect calibrate`; replaces threshold.")
     # Batching and flow control

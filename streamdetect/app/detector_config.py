@@ -68,6 +68,31 @@ def resolve_threshold(settings: Settings) -> float:
         raise ConfigError(str(exc)) from exc
 
 
+def cascade_settings(settings: Settings) -> Any:
+    """The cascade in force (detector.CascadeSettings), or None when it is off. Its exit threshold
+    is the setting's, else the threshold file's cascade section (`calibrate` with the cascade on)."""
+    from streamdetect.detector import CascadeSettings
+
+    if settings.cascade == "off":
+        return None
+    if settings.mode != "vanilla":
+        raise ConfigError("setting cascade: the cascade runs with mode=vanilla only")
+    if settings.cascade_exit_threshold is not None:
+        return CascadeSettings(settings.cascade_exit_threshold)
+    if settings.threshold_file:
+        from streamdetect.detector.threshold_file import ThresholdFileError, read_cascade
+
+        try:
+            fitted = read_cascade(settings.threshold_file, fingerprint(settings))
+        except ThresholdFileError as exc:
+            raise ConfigError(str(exc)) from exc
+        if fitted is not None:
+            return CascadeSettings(fitted["exit_threshold"], fitted.get("exit_share"))
+    raise ConfigError("setting cascade=agreement needs an exit threshold: run `streamdetect calibrate --cascade "
+                      "agreement --clean-dir CLEAN/ --threshold-file FILE` and pass --threshold-file FILE, or set "
+                      "cascade_exit_threshold")
+
+
 def threshold_source(settings: Settings) -> str:
     """Where the threshold in force comes from, as verdicts record it (``threshold_source``):
     a calibration file, an explicit setting, or the default, which no one fitted for these models."""
@@ -77,11 +102,10 @@ def threshold_source(settings: Settings) -> str:
 
 
 def load_detector_models(settings: Settings, captioner: bool = True, generators: bool = True) -> LoadedZoo:
-    """Load the configured zoo (building the tiny models first when that is the profile)."""
-    from streamdetect.models import ensure_tiny_models
+    """Load the configured zoo (building the random-weight models first when the profile has them)."""
+    from streamdetect.models import ensure_profile_models
     from streamdetect.models.zoo import load_zoo
 
     stochastic_settings(settings)  # a k larger than the zoo fails before minutes of loading
-    if settings.profile == "tiny":
-        ensure_tiny_models(settings.model_dir)
+    ensure_profile_models(settings.profile, settings.model_dir)
     return load_zoo(settings_zoo(settings), captioner=captioner, generators=generators)

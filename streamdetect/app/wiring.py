@@ -31,11 +31,11 @@ def image_policy(settings: Settings) -> ImagePolicy:
 
 
 def prepare_models(settings: Settings) -> str:
-    """Build the tiny models if that is the profile; say where the profile's models are."""
-    from streamdetect.models import ensure_tiny_models, get_profile
+    """Build the random-weight models if the profile has them (tiny, standard-shapes); say where
+    the profile's models are."""
+    from streamdetect.models import ensure_profile_models, get_profile
 
-    if settings.profile == "tiny":
-        ensure_tiny_models(settings.model_dir)
+    ensure_profile_models(settings.profile, settings.model_dir)
     profile = get_profile(settings.profile, settings.model_dir, settings.device, settings.dtype)
     return "\n".join([f"profile {profile.name}:", f"  captioner  {profile.captioner}",
                       f"  generator  {profile.generator}", *(f"  encoder    {e}" for e in profile.encoders)])
@@ -65,17 +65,18 @@ def stage_settings(settings: Settings):  # type: ignore[no-untyped-def]
 def build_pipeline(settings: Settings, models=None):  # type: ignore[no-untyped-def]
     """The pipeline on the profile's models (or on ``models``, any object with captioner,
     generator and encoders), reporting its batches to this process's worker metrics."""
-    from streamdetect.app.detector_config import resolve_threshold, stochastic_settings
+    from streamdetect.app.detector_config import cascade_settings, resolve_threshold, stochastic_settings
     from streamdetect.pipeline.engine import Pipeline
     from streamdetect.stream.metrics import worker_metrics
 
     threshold = resolve_threshold(settings)  # a stale calibration fails before minutes of loading
+    cascade = cascade_settings(settings)
     models = models or load_profile_models(settings)
     metrics = worker_metrics()
     pipeline = Pipeline(models.captioner, models.generator, models.encoders,
                         threshold=threshold, batching=stage_settings(settings),
-                        observer=metrics.observe_batch, stochastic=stochastic_settings(settings))
-    for stage in (pipeline.caption_stage, pipeline.generate_stage, pipeline.embed_stage):
+                        observer=metrics.observe_batch, stochastic=stochastic_settings(settings), cascade=cascade)
+    for stage in (pipeline.caption_stage, pipeline.agree_stage, pipeline.generate_stage, pipeline.embed_stage):
         metrics.watch_queue(stage.name, stage.queue_depth)
     return pipeline
 

@@ -89,6 +89,9 @@ def mini_train(seed: int, out: Path | None, only: tuple[str, ...], threads: int 
               help="Stochastic MirrorCheck: encoders drawn per image, of the profile's 3.")
 @click.option("--steps-sweep", default="1,2,5,10,20", show_default=True,
               help="Euler step counts for the detection-vs-cost sweep ('' to skip).")
+@click.option("--exit-share", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.8,
+              show_default=True, help="Methods cascade and robust_cascade: the share of clean validation scenes "
+                                      "their first stage may decide without regeneration (their budget).")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--weights", type=click.Path(file_okay=False, exists=True, path_type=Path),
               help="Weights folder written by `mini train --out` (default: the shipped weights).")
@@ -98,7 +101,7 @@ def mini_train(seed: int, out: Path | None, only: tuple[str, ...], threads: int 
               help="Also write the table as Markdown (as README shows it).")
 def mini_eval(json_path: Path, n: int, eps: str, attacks: str, methods: str, targets: str, n_val: int, fpr: float,
               attack_steps: int, adaptive_weight: float, stochastic_noise: float, stochastic_k: int, steps_sweep: str,
-              seed: int, weights: Path | None,
+              exit_share: float, seed: int, weights: Path | None,
               private_weights: Path | None, markdown_path: Path | None) -> None:
     """Attack the mini captioner and measure every detector: the paper's table in miniature, with
     the adaptive attacks that break MirrorCheck and the robust defences measured against them."""
@@ -110,7 +113,7 @@ def mini_eval(json_path: Path, n: int, eps: str, attacks: str, methods: str, tar
                                 methods=tuple(methods.split(",")), targets=tuple(targets.split(",")), fpr=fpr,
                                 attack_steps=attack_steps, adaptive_weight=adaptive_weight,
                                 noise_scale=stochastic_noise, stochastic_k=stochastic_k,
-                                steps_sweep=_ints(steps_sweep))
+                                steps_sweep=_ints(steps_sweep), cascade_exit_share=exit_share)
     except ValueError as exc:
         raise click.BadParameter(str(exc)) from exc
     if {"private", "private_margin"} & set(settings.methods) and private_weights is None:

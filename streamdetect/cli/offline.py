@@ -118,7 +118,7 @@ def eval_command(ctx: click.Context, clean_dir: Path | None, adv_dir: Path | Non
 @click.option("--threshold-file", help="Where to write the fit (default: the threshold_file setting, which "
                                        "the worker reads).")
 @click.option("--json", "as_json", is_flag=True, help="Print the written record as JSON.")
-@setting_options(*MODEL_SETTINGS)
+@setting_options(*MODEL_SETTINGS, "cascade", "cascade_exit_share")
 @click.pass_context
 def calibrate_command(ctx: click.Context, audit_path: str | None, clean_dir: Path | None, labels_from: str | None,
                       recursive: bool, max_samples: int | None, target_fpr: float, confidence: float,
@@ -127,7 +127,9 @@ def calibrate_command(ctx: click.Context, audit_path: str | None, clean_dir: Pat
     where the worker reads it (threshold_file). Reports how many samples were used and the
     confidence interval of the FPR the threshold will have on new clean traffic. Moderators'
     labels (--labels) take uploads confirmed as attacks out of the clean set and count
-    dismissed false positives in; the report says how many of each.
+    dismissed false positives in; the report says how many of each. With --cascade agreement it
+    also fits the cascade's exit threshold, on the clean samples' caption agreement, for the
+    budget --cascade-exit-share (the share of clean uploads that may skip regeneration).
 
     \b
     streamdetect replay --since 2026-11-01 > audit.jsonl
@@ -137,7 +139,7 @@ def calibrate_command(ctx: click.Context, audit_path: str | None, clean_dir: Pat
     """
     from streamdetect.app.detector_config import fingerprint
     from streamdetect.detector.threshold_file import describe, fit_record, write_record
-    from streamdetect.offline.calibrate import audit_file_scores
+    from streamdetect.offline.calibrate import audit_source, read_audit_file
 
     settings = settings_from_context(ctx, **overrides)
     warn_if_tiny(settings)
@@ -146,21 +148,53 @@ def calibrate_command(ctx: click.Context, audit_path: str | None, clean_dir: Pat
         raise click.UsageError("say where to write the threshold: --threshold-file or the threshold_file "
                                "setting (STREAMDETECT_THRESHOLD_FILE), which the worker reads")
     _check_calibrate_sources(audit_path, clean_dir, labels_from)
+    cascade = settings.cascade != "off"
+    if cascade and labels_from is not None:
+        raise click.UsageError("the cascade's exit threshold is fitted from --audit or --clean-dir without --labels "
+                               "(labels carry no caption agreement yet)")
     try:
         fp = fingerprint(settings)
+        agreements: dict[str, float] = {}
         if labels_from is not None:
             scores, source = _labelled(settings, audit_path, labels_from, fp)
         elif audit_path is not None:
-            scores, source = audit_file_scores(audit_path, fp)
+            found = read_audit_file(audit_path, fp)
+            scores, source, by_upload, agreements = found.scores, audit_source(audit_path, found), found.by_upload, \
+                found.agreements
         else:
-            scores, source = _clean_folder(settings, clean_dir, recursive, max_samples)  # type: ignore[arg-type]
+            agreed: list[float] | None = [] if cascade else None
+            scores, source = _clean_folder(settings, clean_dir, recursive, max_samples, agreed)  # type: ignore[arg-type]
+            by_upload = {str(i): s for i, s in enumerate(scores)}
+            agreements = {str(i): a for i, a in enumerate(agreed or [])}
+        section = None
+        if cascade:
+            scores, section, source = _cascade_fit(by_upload, agreements, settings.cascade_exit_share, source)
         if not scores:
             raise click.ClickException(f"no clean scores to fit on ({source})")
         record = fit_record(scores, target_fpr, confidence, fp, source)
+        if section is not None:
+            record["cascade"] = section
         write_record(Path(target), record)
     except (ValueError, ConfigError, OSError) as exc:
         raise click.ClickException(str(exc)) from exc
     click.echo(json.dumps(record, indent=2, sort_keys=True) if as_json else f"{describe(record)}\nwrote {target}")
+
+
+def _cascade_fit(mirrorcheck: dict[str, float], agreements: dict[str, float], exit_share: float,
+                 source: str) -> tuple[list[float], dict[str, Any], str]:
+    """The exit threshold for the budget, and the cascade's scores that the MirrorCheck threshold
+    is then fitted on (so the target FPR is the whole cascade's)."""
+    from streamdetect.detector.threshold_file import cascade_record
+    from streamdetect.offline.calibrate import cascade_scores
+
+    if not agreements:
+        raise click.ClickException(f"no caption agreement to fit the cascade on ({source}): an audit log needs "
+                                   "verdicts from a worker with the cascade on")
+    section = cascade_record(list(agreements.values()), exit_share)
+    scores, missing = cascade_scores(mirrorcheck, agreements, section["exit_threshold"])
+    note = f"; cascade: {len(agreements)} agreements, {missing} without a MirrorCheck score left out" \
+        if missing else f"; cascade: {len(agreements)} agreements"
+    return scores, section, source + note
 
 
 def _check_calibrate_sources(audit_path: str | None, clean_dir: Path | None, labels_from: str | None) -> None:
@@ -185,13 +219,14 @@ def _labelled(settings: Settings, audit_path: str | None, labels_from: str,
         return labelled_scores(audit_path, lines, labels_from, fp)
 
 
-def _clean_folder(settings: Any, folder: Path, recursive: bool, max_samples: int | None) -> tuple[list[float], str]:
+def _clean_folder(settings: Any, folder: Path, recursive: bool, max_samples: int | None,
+                  agreements: list[float] | None = None) -> tuple[list[float], str]:
     from tqdm import tqdm
 
     from streamdetect.offline.calibrate import clean_folder_scores
 
     with tqdm(desc="calibrate", unit="img", file=sys.stderr) as bar:
-        return clean_folder_scores(settings, folder, recursive, max_samples, bar.update)
+        return clean_folder_scores(settings, folder, recursive, max_samples, bar.update, agreements)
 
 
 # rescore fetches inputs like the worker does (evidence stores, s3://, https://, file://); the

@@ -56,6 +56,7 @@ class ReviewState:
         self._labels: dict[str, dict[str, Any]] = {}
         self._claims: dict[str, Claim | None] = {}
         self.threshold: float | None = None
+        self.first_stage = 0  # clean verdicts the cascade decided without regeneration (not in the histogram)
         # Evidence keys of the alerts kept, counted (keys are content hashes, so alerts can share
         # one): the only keys the console serves.
         self.keys: Counter[str] = Counter()
@@ -66,6 +67,9 @@ class ReviewState:
         """A verdict from audit or alerts; True when it is an alert not seen before."""
         score, upload_id = verdict.get("score"), verdict.get("upload_id")
         if not isinstance(upload_id, str) or not isinstance(score, (int, float)) or not math.isfinite(score):
+            return False
+        if verdict.get("decided_by") == "first_stage":  # its score is the caption agreement: another scale
+            self.first_stage += 1
             return False
         self.threshold = verdict.get("threshold", self.threshold)
         if not verdict.get("flagged"):
@@ -147,7 +151,7 @@ class ReviewState:
         for score, is_flagged in self._verdicts:
             (flagged if is_flagged else clean)[min(bins - 1, int((score - low) / width))] += 1
         return {"low": low, "high": high, "clean": clean, "flagged": flagged, "threshold": self.threshold,
-                "verdicts": len(self._verdicts)}
+                "verdicts": len(self._verdicts), "first_stage": self.first_stage}
 
     def _passes(self, upload_id: str, f: Filters, now: datetime) -> bool:
         verdict = self._alerts[upload_id]

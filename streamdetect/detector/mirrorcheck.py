@@ -28,6 +28,10 @@ class Verdict:
     stochastic: dict[str, Any] | None = None
     # The caption's regeneration: the verdict's evidence (stored by the worker, never on the wire).
     regenerated: Image.Image | None = field(default=None, compare=False, repr=False)
+    # Which stage decided: regeneration (MirrorCheck), or the cascade's first stage, in which case
+    # score, scores and threshold are the caption agreement and its exit threshold (detector/cascade.py).
+    decided_by: Literal["regeneration", "first_stage"] = "regeneration"
+    cascade: dict[str, Any] | None = None  # cascade on: the first stage's agreement and exit threshold
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -41,6 +45,8 @@ class Verdict:
             "seed": self.seed,
             "models": dict(self.models),
             **({"stochastic": dict(self.stochastic)} if self.stochastic is not None else {}),
+            "decided_by": self.decided_by,
+            **({"cascade": dict(self.cascade)} if self.cascade is not None else {}),
         }
 
 

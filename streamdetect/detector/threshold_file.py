@@ -64,6 +64,29 @@ def read_threshold(path: str | Path, fingerprint: dict[str, Any]) -> float:
     return float(threshold)
 
 
+def cascade_record(agreements: list[float], exit_share: float) -> dict[str, Any]:
+    """The cascade section of a threshold file: the exit threshold fitted on clean agreements."""
+    from streamdetect.detector.cascade import fit_exit
+
+    threshold = fit_exit(agreements, exit_share)
+    exited = sum(a >= threshold for a in agreements)
+    return {"mode": "agreement", "exit_threshold": threshold, "exit_share": exit_share, "n": len(agreements),
+            "exited_on_fit": exited / len(agreements)}
+
+
+def read_cascade(path: str | Path, fingerprint: dict[str, Any]) -> dict[str, Any] | None:
+    """The cascade section of a calibration file fitted for ``fingerprint`` (None when it has none)."""
+    read_threshold(path, fingerprint)  # the same checks: present, readable, this configuration
+    section = json.loads(Path(path).read_text()).get("cascade")
+    if section is None:
+        return None
+    value = section.get("exit_threshold") if isinstance(section, dict) else None
+    if not isinstance(value, (int, float)) or not -1 <= value <= 1:
+        raise ThresholdFileError(f"setting threshold_file={str(path)!r}: its cascade section has no exit_threshold "
+                                 f"in [-1, 1]")
+    return section
+
+
 def describe(record: dict[str, Any]) -> str:
     """The fit in a few lines for the operator."""
     pct = lambda x: f"{100 * x:.2f}%"  # noqa: E731
@@ -74,6 +97,11 @@ def describe(record: dict[str, Any]) -> str:
         f"FPR {pct(record['expected_fpr'])} expected, {round(100 * record['confidence'])}% interval "
         f"[{pct(record['fpr_low'])}, {pct(record['fpr_high'])}], P(FPR > target) = {record['p_above_target']:.2f}",
     ]
+    cascade = record.get("cascade")
+    if cascade:
+        lines.append(f"  cascade: exit clean at caption agreement >= {cascade['exit_threshold']:.6f}, which "
+                     f"{pct(cascade['exited_on_fit'])} of {cascade['n']} clean samples reach "
+                     f"(budget {pct(cascade['exit_share'])})")
     if not record["enough_samples"]:
         need = math.ceil(1 / record["target_fpr"]) - 1
         lines.append(f"  WARNING: {record['n']} samples cannot resolve a {pct(record['target_fpr'])} FPR; "

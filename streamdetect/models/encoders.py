@@ -19,6 +19,7 @@ from .specs import ModelSpec, check_options, looks_like_path, parse_spec
 
 Pixels = Callable[[list[Image.Image]], torch.Tensor]
 Forward = Callable[[torch.Tensor], torch.Tensor]
+Texts = Callable[[list[str]], torch.Tensor]  # captions -> (N, D) text embeddings, not yet normalised
 
 
 class _Loaded(NamedTuple):
@@ -27,6 +28,7 @@ class _Loaded(NamedTuple):
     dim: int
     pixels: Pixels
     forward: Forward
+    texts: Texts | None = None
 
 
 @dataclass
@@ -39,6 +41,7 @@ class ImageEncoder:
     dtype: torch.dtype
     _pixels: Pixels = field(repr=False)
     _forward: Forward = field(repr=False)
+    _texts: Texts | None = field(default=None, repr=False)
 
     @classmethod
     def load(cls, spec: str, device: str = "cpu", dtype: str = "fp32") -> ImageEncoder:
@@ -50,7 +53,23 @@ class ImageEncoder:
             loaded = _load_hf_clip(parsed, dev, dt)
         else:
             raise ValueError(f"encoder spec {spec!r} must be 'open_clip:' or 'hf-clip:', not {parsed.kind!r}")
-        return cls(spec, loaded.name, loaded.module, loaded.dim, dev, dt, loaded.pixels, loaded.forward)
+        return cls(spec, loaded.name, loaded.module, loaded.dim, dev, dt, loaded.pixels, loaded.forward,
+                   loaded.texts)
+
+    @property
+    def has_text(self) -> bool:
+        return self._texts is not None
+
+    def embed_text(self, captions: list[str]) -> torch.Tensor:
+        """(N, D) float32 CPU tensor of unit rows: the captions through the model's own text tower
+        (the cascade's first stage compares them with embed()); open_clip encoders only."""
+        if self._texts is None:
+            raise ValueError(f"encoder {self.spec} keeps no text tower; the cascade needs open_clip encoders")
+        if not captions:
+            return torch.empty(0, self.dim)
+        with torch.inference_mode():
+            features = self._texts(captions)
+        return F.normalize(features.float(), dim=-1).cpu()
 
     def embed(self, images: list[Image.Image]) -> torch.Tensor:
         """(N, D) float32 CPU tensor, rows of unit L2 norm, from one batched forward."""
@@ -81,7 +100,9 @@ def _load_open_clip(spec: ModelSpec, device: torch.device, dtype: str) -> _Loade
     model.eval()
     dim = int(open_clip.get_model_config(model_name)["embed_dim"])  # timm towers lack output_dim
     pixels = lambda ims: torch.stack([preprocess(im) for im in ims])  # noqa: E731
-    return _Loaded(short, model.visual, dim, pixels, model.encode_image)
+    tokenizer = open_clip.get_tokenizer(model_name)
+    texts = lambda captions: model.encode_text(tokenizer(captions).to(device))  # noqa: E731
+    return _Loaded(short, model.visual, dim, pixels, model.encode_image, texts)
 
 
 def needs_quick_gelu(arch: str, pretrained: str | None) -> bool:

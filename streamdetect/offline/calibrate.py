@@ -33,6 +33,10 @@ class AuditScores:
     other_config: int = 0  # verdicts made with other models or settings
     duplicates: int = 0  # replays of an upload already counted
     unreadable: int = 0  # lines that are not verdicts
+    # The cascade's caption agreement of each upload whose verdict recorded one (cascade on), and
+    # how many were decided by the first stage (their score is the agreement, not MirrorCheck's).
+    agreements: dict[str, float] = field(default_factory=dict)
+    first_stage: int = 0
 
 
 def audit_scores(lines: Iterable[str], fingerprint: dict[str, Any]) -> AuditScores:
@@ -49,9 +53,19 @@ def audit_scores(lines: Iterable[str], fingerprint: dict[str, Any]) -> AuditScor
         except (ValueError, KeyError, TypeError):
             out.unreadable += 1
             continue
+        agreed = (verdict.get("cascade") or {}).get("agreement")
+        if verdict.get("decided_by") == "first_stage":
+            if _same_encoders(verdict, fingerprint) and isinstance(agreed, (int, float)):
+                out.first_stage += 1
+                out.agreements[upload_id] = float(agreed)
+            else:
+                out.other_config += 1
+            continue
         if not matches(verdict, fingerprint):
             out.other_config += 1
             continue
+        if isinstance(agreed, (int, float)):
+            out.agreements[upload_id] = float(agreed)
         if upload_id in by_upload:
             out.duplicates += 1
         by_upload[upload_id] = score  # the latest judgement of a replayed upload
@@ -75,6 +89,13 @@ def matches(verdict: dict[str, Any], fp: dict[str, Any]) -> bool:
         and set(encoders) <= set(fp["encoders"])
 
 
+def _same_encoders(verdict: dict[str, Any], fp: dict[str, Any]) -> bool:
+    """A first-stage verdict names no generator: it matches by captioner and encoders alone."""
+    models = verdict.get("models") or {}
+    return fp["mode"] == "vanilla" and models.get("captioner") in (None, fp["captioner"]) \
+        and list(models.get("encoders") or []) == fp["encoders"]
+
+
 def audit_file_scores(path: str, fp: dict[str, Any]) -> tuple[list[float], str]:
     """Clean scores from an audit log file (``-`` for stdin), and a line saying what was used."""
     found = read_audit_file(path, fp)
@@ -90,8 +111,9 @@ def read_audit_file(path: str, fp: dict[str, Any]) -> AuditScores:
 
 
 def audit_source(path: str, found: AuditScores) -> str:
+    first = f", {found.first_stage} decided by the cascade's first stage" if found.first_stage else ""
     return (f"audit {path}: {found.lines} records, {len(found.scores)} used, {found.other_config} from "
-            f"another configuration, {found.duplicates} replays, {found.unreadable} unreadable")
+            f"another configuration, {found.duplicates} replays, {found.unreadable} unreadable{first}")
 
 
 @dataclass
@@ -190,8 +212,10 @@ def labelled_scores(audit_path: str | None, labels: Iterable[str | dict[str, Any
 
 
 def clean_folder_scores(settings: Settings, folder: Path, recursive: bool, max_samples: int | None,
-                        progress: Callable[[int], None] = lambda n: None) -> tuple[list[float], str]:
-    """Clean scores from a folder of images run through the configured detector."""
+                        progress: Callable[[int], None] = lambda n: None,
+                        agreements: list[float] | None = None) -> tuple[list[float], str]:
+    """Clean scores from a folder of images run through the configured detector; with
+    ``agreements``, each image's caption agreement is appended to it too (the cascade's fit)."""
     from streamdetect.app.detector_config import load_detector_models, stochastic_settings
     from streamdetect.offline.items import EvalItem, image_files
     from streamdetect.offline.scoring import RunOptions, score_items
@@ -201,6 +225,26 @@ def clean_folder_scores(settings: Settings, folder: Path, recursive: bool, max_s
     if not items:
         raise ValueError(f"no images in {folder}")
     models = load_detector_models(settings)
-    scored = score_items(items, models, stochastic_settings(settings), RunOptions(seed=settings.seed,
-                         batch=settings.max_batch), progress)
+    options = RunOptions(seed=settings.seed, batch=settings.max_batch, agreement=agreements is not None)
+    scored = score_items(items, models, stochastic_settings(settings), options, progress)
+    if agreements is not None:
+        agreements += [s.agreement for s in scored if s.agreement is not None]
     return [s.score for s in scored], f"folder {folder}: {len(scored)} images"
+
+
+def cascade_scores(mirrorcheck: dict[str, float], agreements: dict[str, float],
+                   exit_threshold: float) -> tuple[list[float], int]:
+    """The cascade's score of each clean sample, to fit its MirrorCheck threshold for the target
+    FPR of the whole cascade: 1.0 (decided clean, the top of the scale) when the sample's caption
+    agreement clears the exit threshold, else its MirrorCheck score. A sample the old exit let
+    through unregenerated that the new one would not has no MirrorCheck score: left out, counted."""
+    out, missing = [], 0
+    for upload_id in sorted(set(mirrorcheck) | set(agreements)):
+        agreed = agreements.get(upload_id)
+        if agreed is not None and agreed >= exit_threshold:
+            out.append(1.0)
+        elif upload_id in mirrorcheck:
+            out.append(mirrorcheck[upload_id])
+        else:
+            missing += 1
+    return out, missing

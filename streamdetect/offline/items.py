@@ -33,6 +33,7 @@ class Scored:
     regenerated: Path | None  # where the regeneration can be read back (None if not kept)
     seed: int
     draw: dict[str, Any] | None = None
+    agreement: float | None = None  # the cascade's caption agreement, when asked for (RunOptions.agreement)
 
 
 def image_files(folder: Path, recursive: bool = False) -> list[Path]:

@@ -21,6 +21,7 @@ class RunOptions:
     draw_seed: int | None = None  # one draw for every item (the reference's 'config' sampling)
     batch: int = 8
     regenerated_dir: Path | None = None  # keep regenerations here (eval --out DIR/regenerated)
+    agreement: bool = False  # also the cascade's caption agreement of each item (calibrate --cascade)
 
 
 def regeneration_seed(name: str, seed: int) -> int:
@@ -50,7 +51,7 @@ def score_items(
 
 
 def _score_chunk(chunk: Sequence[EvalItem], models: Any, stochastic: Any, options: RunOptions) -> list[Scored]:
-    from streamdetect.detector import PairToScore, decide, draw, score_batch
+    from streamdetect.detector import PairToScore, agreement, agreement_scores, decide, draw, score_batch
 
     images = [_open(i.input) for i in chunk]
     captions = _captions(chunk, images, models)
@@ -61,13 +62,16 @@ def _score_chunk(chunk: Sequence[EvalItem], models: Any, stochastic: Any, option
     regenerated = _regenerate(chunk, captions, seeds, draws, models)
     paths = [i.generated or _keep(options.regenerated_dir, i, im) for i, im in zip(chunk, regenerated)]
     per_encoder = score_batch(models.encoders, [PairToScore(a, b, d) for a, b, d in zip(images, regenerated, draws)])
+    agreements = [agreement(s) for s in agreement_scores(models.encoders, images, captions)] if options.agreement \
+        else [None] * len(chunk)
     scored = []
-    for item, caption, seed, drawn, path, scores in zip(chunk, captions, seeds, draws, paths, per_encoder):
+    for item, caption, seed, drawn, path, scores, agreed in zip(chunk, captions, seeds, draws, paths, per_encoder,
+                                                                agreements):
         record = None if drawn is None else {
             "seed": drawn.seed, "noise_scale": drawn.noise_scale,
             "generator": models.generators[drawn.generator].spec if item.generated is None else None,
             "encoders": [models.encoders[j].spec for j in drawn.encoders]}
-        scored.append(Scored(item, decide(scores, 0.0)[0], scores, caption, path, seed, record))
+        scored.append(Scored(item, decide(scores, 0.0)[0], scores, caption, path, seed, record, agreed))
     return scored
 
 

@@ -22,8 +22,8 @@ from typing import Protocol, Sequence
 import torch
 from PIL import Image
 
-from streamdetect.detector import Draw, PairToScore, StochasticSettings, Verdict, decide, draw, new_seed
-from streamdetect.detector import score_batch
+from streamdetect.detector import (CascadeSettings, Draw, PairToScore, StochasticSettings, Verdict, agreement,
+                                   agreement_scores, decide, draw, new_seed, score_batch)
 from streamdetect.pipeline.batcher import Batcher, BatchObserver, BatchSettings, StageSettings
 
 
@@ -90,13 +90,17 @@ class Pipeline:
         batching: BatchSettings | StageSettings = BatchSettings(),
         observer: BatchObserver | None = None,
         stochastic: StochasticSettings | None = None,
+        cascade: CascadeSettings | None = None,
     ) -> None:
         """``generator`` is one model, or the generator zoo in stochastic mode; ``encoders`` is
-        the ensemble (vanilla) or the encoder zoo (stochastic)."""
+        the ensemble (vanilla) or the encoder zoo (stochastic). With ``cascade``, an upload whose
+        caption the encoders confidently agree with is decided clean before regeneration."""
         generators = list(generator) if isinstance(generator, Sequence) else [generator]
         _check_models(generators, encoders, stochastic)
+        _check_cascade(encoders, stochastic, cascade)
         self.threshold = threshold
         self.stochastic = stochastic
+        self.cascade = cascade
         self._captioner = captioner
         self._generators = generators
         self._encoders = list(encoders)
@@ -107,6 +111,7 @@ class Pipeline:
         self.generate_stage = Batcher("generate", self._generate_batch, self._executor, batching.for_stage("generate"),
                                       observer)
         self.embed_stage = Batcher("embed", self._score_batch, self._executor, batching.for_stage("embed"), observer)
+        self.agree_stage = Batcher("agree", self._agree_batch, self._executor, batching.for_stage("embed"), observer)
 
     async def submit(self, request: Request) -> Verdict:
         """Judge one image. Raises ModelError if a stage fails on it."""
@@ -115,6 +120,9 @@ class Pipeline:
         else:
             _check_deadline(request, "caption")
             caption, source = await self._stage(self.caption_stage, request.image, request), "model"
+        first = await self._first_stage(request, caption, source) if self.cascade is not None else None
+        if first is not None and first.decided_by == "first_stage":
+            return first
         _check_deadline(request, "generate")
         drawn = self._draw(request)
         generator = drawn.generator if drawn else 0
@@ -137,6 +145,23 @@ class Pipeline:
             stochastic=None if drawn is None else {"seed": drawn.seed, "noise_scale": drawn.noise_scale,
                                                    "generator": models["generator"], "encoders": encoders},
             regenerated=regenerated,
+            cascade=None if first is None else first.cascade,
+        )
+
+    async def _first_stage(self, request: Request, caption: str, source: str) -> Verdict:
+        """The caption agreement; a Verdict decided here when it clears the exit threshold (its
+        ``cascade`` is carried into the regeneration's verdict otherwise)."""
+        assert self.cascade is not None
+        scores = await self._stage(self.agree_stage, (request.image, caption), request)
+        mean, exit_at = agreement(scores), self.cascade.exit_threshold
+        exits = mean >= exit_at
+        return Verdict(
+            upload_id=request.upload_id, flagged=False, score=mean, threshold=exit_at, scores=scores,
+            caption=caption, caption_source=source, seed=request.seed,  # type: ignore[arg-type]
+            models={"captioner": self._captioner.spec if source == "model" else None, "generator": None,
+                    "encoders": [e.spec for e in self._encoders]},
+            decided_by="first_stage" if exits else "regeneration",
+            cascade={"agreement": mean, "exit_threshold": exit_at, "exited": exits, "scores": scores},
         )
 
     def _draw(self, request: Request) -> Draw | None:
@@ -146,7 +171,7 @@ class Pipeline:
         return draw(seed, len(self._generators), len(self._encoders), self.stochastic)
 
     async def close(self) -> None:
-        for stage in (self.caption_stage, self.generate_stage, self.embed_stage):
+        for stage in (self.caption_stage, self.agree_stage, self.generate_stage, self.embed_stage):
             await stage.close()
         self._executor.shutdown(wait=False, cancel_futures=True)
 
@@ -171,6 +196,19 @@ class Pipeline:
 
     def _score_batch(self, items: list[PairToScore]) -> list[dict[str, float]]:
         return score_batch(self._encoders, items)
+
+    def _agree_batch(self, items: list[tuple[Image.Image, str]]) -> list[dict[str, float]]:
+        return agreement_scores(self._encoders, [image for image, _ in items], [caption for _, caption in items])
+
+
+def _check_cascade(encoders: Sequence, stochastic: StochasticSettings | None, cascade: CascadeSettings | None) -> None:
+    if cascade is None:
+        return
+    if stochastic is not None:
+        raise ValueError("the cascade runs with vanilla MirrorCheck; stochastic mode draws encoders per request")
+    missing = [e.spec for e in encoders if not getattr(e, "has_text", False)]
+    if missing:
+        raise ValueError(f"the cascade needs encoders with a text tower (open_clip); these have none: {missing}")
 
 
 def _check_models(generators: list, encoders: Sequence, stochastic: StochasticSettings | None) -> None:

@@ -12,6 +12,10 @@ Detectors (methods), each a similarity per image, flagged when low:
 - private, private_margin: MirrorCheck and the caption margin with robust encoders trained from
   a private seed and never shipped (grey-box; needs --private-weights), judged on attacks aimed
   at the public robust ones (the attacker's best stand-in: transfer);
+- cascade, robust_cascade: the worker's cascade (detector/cascade.py): decided clean (1.0) when
+  the caption agreement (clip_score on the public encoders, robust_clip on the robust ones)
+  clears the exit threshold fitted on clean validation scenes for the exit budget, else the
+  always-regenerate score (mirrorcheck, robust);
 - clip_score, feature_squeezing, mutation_divergence: the paper's baselines.
 
 Adaptive attacks are aimed at one group of detectors (AIMED) and pull every signal the group
@@ -25,6 +29,7 @@ from pathlib import Path
 
 import torch
 
+from streamdetect.detector.cascade import fit_exit
 from streamdetect.detector.fusion import MinZFusion
 from streamdetect.detector.mirrorcheck import ensemble_score, score_pairs
 from streamdetect.detector.stochastic import StochasticSettings, draw, score_with_draw
@@ -41,12 +46,20 @@ from streamdetect.models.generator import Generator
 from streamdetect.models.profiles import MINI_ENCODERS, ModelSet, load_models, mini_profile
 
 METHODS = ("mirrorcheck", "stochastic", "robust", "robust_clip", "robust_margin", "fused", "private", "private_margin",
-           "clip_score", "feature_squeezing", "mutation_divergence")
+           "cascade", "robust_cascade", "clip_score", "feature_squeezing", "mutation_divergence")
 AIMED = {  # who an adaptive attack is aimed at -> the detectors judged on it
-    "public": ("mirrorcheck", "clip_score", "feature_squeezing", "mutation_divergence"),
+    "public": ("mirrorcheck", "cascade", "clip_score", "feature_squeezing", "mutation_divergence"),
+    # At the cascade's first stage: the caption agreement alone, to exit clean with a wrong caption;
+    # judged by the cascade and by always-regenerate on the same images.
+    "first_stage": ("cascade", "mirrorcheck"),
+    "cascade": ("cascade", "mirrorcheck"),  # the agreement and MirrorCheck's regenerations together
     "stochastic": ("stochastic",),
-    "robust": ("robust", "robust_clip", "robust_margin", "fused", "private", "private_margin"),
+    "robust": ("robust", "robust_clip", "robust_margin", "fused", "private", "private_margin", "robust_cascade"),
+    "robust_first_stage": ("robust_cascade", "robust"),
 }
+CASCADES = {"cascade": ("clip_score", "mirrorcheck"), "robust_cascade": ("robust_clip", "robust")}  # first, then
+# Aims that exist to compare a cascade with always-regenerate: run only when the cascade is judged.
+COMPARED = {"first_stage": "cascade", "cascade": "cascade", "robust_first_stage": "robust_cascade"}
 FUSED_SIGNALS = ("robust", "robust_margin")
 REGEN_SEED, DRAW_SEED, TARGET_SEED = 1_000_000, 2_000_000, 3_000_000  # detector's vs attacker's seeds
 
@@ -55,6 +68,7 @@ REGEN_SEED, DRAW_SEED, TARGET_SEED = 1_000_000, 2_000_000, 3_000_000  # detector
 class Judged:
     captions: list[str]
     scores: dict[str, list[float]] = field(default_factory=dict)  # method -> similarity per image
+    exits: dict[str, list[bool]] = field(default_factory=dict)  # cascade -> decided at the first stage, per image
 
 
 @dataclass(frozen=True)
@@ -67,6 +81,7 @@ class BenchSettings:
     eot_samples: int = 2
     mutations: int = 6
     target_generations: int = 4  # attacker's generations per target caption (EoT over the regeneration)
+    cascade_exit_share: float = 0.8  # the cascades' budget: clean validation share let through unregenerated
 
 
 def easiest_targets(landed: list[str], clean: list[str], fallback: list[str]) -> list[str]:
@@ -100,6 +115,7 @@ class MiniBench:
         self.caption = captioner_fn(self.models.captioner)
         self.stochastic = StochasticSettings(k=settings.stochastic_k, noise_scale=settings.noise_scale)
         self.fusion: MinZFusion | None = None
+        self.exits: dict[str, float] = {}  # cascade -> exit threshold, fitted on clean validation (fit_exits)
 
     # -- detectors -------------------------------------------------------------------------
     def judge(self, x: torch.Tensor, methods: tuple[str, ...], draw_offset: int = 0) -> Judged:
@@ -107,6 +123,7 @@ class MiniBench:
         judged = Judged(captions)
         images = to_images(x)
         wanted = set(methods) | (set(FUSED_SIGNALS) if "fused" in methods else set())
+        wanted |= {part for cascade in set(methods) & set(CASCADES) for part in CASCADES[cascade]}
         regen = self.regenerate(self.models.generator, captions) if wanted & {"mirrorcheck", "stochastic", "robust",
                                                                                "private"} else None
         for method, encoders in (("mirrorcheck", self.models.encoders), ("robust", self.robust),
@@ -116,6 +133,8 @@ class MiniBench:
         if "stochastic" in wanted:
             judged.scores["stochastic"] = [self._stochastic(draw_offset + i, im, rg)
                                            for i, (im, rg) in enumerate(zip(images, regen))]
+        if "clip_score" in wanted:
+            judged.scores["clip_score"] = clip_score(self.clips, x, captions)
         if "robust_clip" in wanted:
             judged.scores["robust_clip"] = clip_score(self.robust_clips, x, captions)
         if "robust_margin" in wanted:
@@ -124,16 +143,32 @@ class MiniBench:
             judged.scores["private_margin"] = caption_margin(self.private_clips, x, captions)
         if "fused" in wanted and self.fusion is not None:
             judged.scores["fused"] = self.fusion.scores({k: judged.scores[k] for k in FUSED_SIGNALS})
+        for cascade in set(methods) & set(CASCADES):
+            self._cascade(judged, cascade)
         self._baselines(judged, x, methods)
         return judged
+
+    def _cascade(self, judged: Judged, cascade: str) -> None:
+        """Decided clean (1.0, the top of the scale) at the first stage, else the regeneration's score;
+        before fit_exits nothing exits (the validation scenes are judged as always-regenerate)."""
+        first, second = (judged.scores[part] for part in CASCADES[cascade])
+        exit_at = self.exits.get(cascade, float("inf"))
+        judged.exits[cascade] = [a >= exit_at for a in first]
+        judged.scores[cascade] = [1.0 if e else s for e, s in zip(judged.exits[cascade], second)]
+
+    def fit_exits(self, clean_validation: Judged) -> None:
+        """Each cascade's exit threshold for the budget, on the clean validation agreements (as
+        `calibrate --cascade agreement` fits the worker's), then the validation scenes re-judged."""
+        for cascade in set(clean_validation.scores) & set(CASCADES):
+            first = clean_validation.scores[CASCADES[cascade][0]]
+            self.exits[cascade] = fit_exit(first, self.settings.cascade_exit_share)
+            self._cascade(clean_validation, cascade)
 
     def fit_fusion(self, clean_validation: Judged) -> None:
         self.fusion = MinZFusion.fit({k: clean_validation.scores[k] for k in FUSED_SIGNALS})
         clean_validation.scores["fused"] = self.fusion.scores({k: clean_validation.scores[k] for k in FUSED_SIGNALS})
 
     def _baselines(self, judged: Judged, x: torch.Tensor, methods: tuple[str, ...]) -> None:
-        if "clip_score" in methods:
-            judged.scores["clip_score"] = clip_score(self.clips, x, judged.captions)
         if "feature_squeezing" in methods:
             judged.scores["feature_squeezing"] = feature_squeezing(self.caption, x, judged.captions)
         if "mutation_divergence" in methods:
@@ -161,6 +196,12 @@ class MiniBench:
         m = self.settings.target_generations
         if aimed in ("public", "stochastic"):
             return [Pull(c, c.anchor(target_images, m), stochastic=aimed == "stochastic") for c in self.clips]
+        if aimed in ("first_stage", "robust_first_stage"):  # into the confident-clean band of the agreement
+            clips = self.clips if aimed == "first_stage" else self.robust_clips
+            return [Pull(c, c.embed_text(targets)) for c in clips]
+        if aimed == "cascade":
+            return [pull for c in self.clips for pull in (Pull(c, c.anchor(target_images, m)),
+                                                          Pull(c, c.embed_text(targets)))]
         if aimed == "robust":
             return [pull for c in self.robust_clips for pull in (
                 Pull(c, c.anchor(target_images, m)),  # MirrorCheck on the robust encoders
@@ -172,7 +213,7 @@ class MiniBench:
     def weakest_targets(self, x: torch.Tensor, captions: list[str], aimed: str) -> list[str]:
         """Per image, the one-attribute rival of its caption that the aimed-at encoders already
         find most like the image: where they are least sure, so the least push flips them."""
-        clips = self.robust_clips if aimed == "robust" else self.clips
+        clips = self.robust_clips if aimed.startswith("robust") else self.clips
         out = []
         with torch.no_grad():
             images = [c.embed(x) for c in clips]

@@ -26,7 +26,8 @@ from streamdetect.mini import DEFAULT_METHODS
 from streamdetect.mini.attacks import ATTACKS, PGDSettings
 from streamdetect.mini.domain import TARGET_SETS, Scene, changed_attributes, make_split, to_images, \
     to_tensor, wrong_caption
-from streamdetect.mini.eval.bench import AIMED, METHODS, BenchSettings, Judged, MiniBench, easiest_targets
+from streamdetect.mini.eval.bench import AIMED, COMPARED, METHODS, BenchSettings, Judged, MiniBench, easiest_targets
+from streamdetect.mini.eval.cascade import compare_cascades
 from streamdetect.mini.eval.rows import Outcome, detection_row
 from streamdetect.mini.eval.zero_shot import zero_shot
 from streamdetect.mini.train.robust import ROBUST
@@ -57,6 +58,7 @@ class EvalSettings:
     eot_samples: int = 2
     mutations: int = 6
     target_generations: int = 4
+    cascade_exit_share: float = 0.8
     steps_sweep: tuple[int, ...] = (1, 2, 5, 10, 20)
 
     def __post_init__(self) -> None:
@@ -112,6 +114,8 @@ def run_eval(settings: EvalSettings, log: Log, weights: Path = MINI_WEIGHTS,
         for attack in settings.attacks:
             rows += _attack_rows(bench, settings, attack, eps, clean, untargeted, pgd_sets, log)
     result = {"rows": rows, "models": quality, "settings": asdict(settings), "validation": validation}
+    if set(settings.methods) & {"cascade", "robust_cascade"}:
+        result["cascade"] = compare_cascades(rows, clean.judged.scores, clean.judged.exits, bench.exits)
     if 8.0 in pgd_sets and "mirrorcheck" in settings.methods and settings.steps_sweep:
         result["steps"] = steps_sweep(bench, clean, pgd_sets[8.0], settings.steps_sweep, log)
     return result
@@ -124,12 +128,13 @@ def _clean(bench: MiniBench, settings: EvalSettings, log: Log) -> tuple[Clean, d
     val = bench.judge(val_x, methods, draw_offset=VALIDATION_DRAWS)
     if "fused" in methods:
         bench.fit_fusion(val)
+    bench.fit_exits(val)
     fits = {m: fit_target_fpr(val.scores[m], settings.fpr) for m in methods}
     log(f"judging {settings.n} clean test images")
     images, scenes = make_split(settings.seed, "test", settings.n)
     x = to_tensor(images)
     judged = bench.judge(x, methods)
-    validation = {"n": settings.validation_size, "fpr": settings.fpr,
+    validation = {"n": settings.validation_size, "fpr": settings.fpr, "cascade_exits": dict(bench.exits),
                   "thresholds": {m: f.threshold for m, f in fits.items()}, "scores": val.scores,
                   "test_clean_scores": judged.scores,
                   "fusion": ({k: asdict(v) for k, v in bench.fusion.signals.items()} if bench.fusion else None)}
@@ -146,7 +151,9 @@ def _targets(settings: EvalSettings, scenes: list[Scene], target_set: str) -> li
 def _runs(settings: EvalSettings, attack: str) -> list[tuple[str, str | None]]:
     """(target set, aim) pairs an attack is run with."""
     target_sets = settings.targets if attack in TARGETED else (attack if attack in ADAPTIVE else "none",)
-    aims = [a for a, judged in AIMED.items() if set(judged) & set(settings.methods)] if attack in ADAPTIVE else [None]
+    aims = [a for a, judged in AIMED.items() if (COMPARED[a] in settings.methods if a in COMPARED
+                                                 else set(judged) & set(settings.methods))] \
+        if attack in ADAPTIVE else [None]
     return [(t, a) for t in target_sets for a in aims]
 
 
@@ -172,7 +179,10 @@ def _attack_rows(bench: MiniBench, settings: EvalSettings, attack: str, eps: flo
                                 outcome, clean.thresholds[method], targets=target_set, aimed_at=aim, **extra)
             # Per image, so fusion rules and thresholds can be studied without rerunning attacks.
             row["per_image"] = {"score": judged.scores[method], "hit": outcome.hit, "moved": outcome.moved,
-                                "caption": judged.captions, "target": targets or None}
+                                                "caption": judged.captions, "target": targets or None,
+                                **({"exited": judged.exits[method]} if method in judged.exits else {})}
+            if method in judged.exits:
+                row["first_stage_exit_rate"] = float(np.mean(judged.exits[method]))
             rows.append(row)
     return rows
 

@@ -1,0 +1,108 @@
+"""The cascade: the exit threshold fitted on clean agreement for a budget, the worker deciding
+confidently agreeing uploads without regeneration and recording which stage decided, the
+calibration that fits both thresholds, and the settings that refuse what cannot work."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from PIL import Image
+
+from streamdetect import events
+from streamdetect.app.detector_config import cascade_settings
+from streamdetect.app.wiring import build_pipeline
+from streamdetect.cli.main import main
+from streamdetect.detector import fit_exit
+from streamdetect.mini.domain import make_split
+from streamdetect.offline.calibrate import audit_scores, cascade_scores
+from streamdetect.pipeline.engine import Request
+from streamdetect.settings import ConfigError, Settings
+
+
+def test_the_exit_threshold_lets_at_most_the_budget_of_clean_traffic_through() -> None:
+    clean = [i / 100 for i in range(100)]
+    for share in (0.1, 0.5, 0.8, 0.95):
+        t = fit_exit(clean, share)
+        assert sum(a >= t for a in clean) <= round(share * 100) + 0, share
+        assert sum(a >= t for a in clean) >= round(share * 100) - 1, share
+    with pytest.raises(ValueError):
+        fit_exit(clean, 1.0)
+    with pytest.raises(ValueError):
+        fit_exit([0.5, float("nan")], 0.5)
+
+
+def judge(settings: Settings, images: list[Image.Image]) -> list:
+    pipeline = build_pipeline(settings)
+
+    async def run() -> list:
+        try:
+            return await asyncio.gather(*[pipeline.submit(Request(upload_id=f"u{i}", image=im, seed=i))
+                                          for i, im in enumerate(images)])
+        finally:
+            await pipeline.close()
+    return asyncio.run(run())
+
+
+def test_confident_agreement_exits_clean_without_a_regeneration_and_the_rest_regenerate() -> None:
+    images = make_split(0, "val", 6)[0]
+    agreed = judge(Settings(profile="mini", cascade="agreement", cascade_exit_threshold=-1.0), images)
+    assert all(v.decided_by == "first_stage" and v.regenerated is None and not v.flagged for v in agreed)
+    assert all(v.score == v.cascade["agreement"] and v.threshold == -1.0 for v in agreed)
+    regenerated = judge(Settings(profile="mini", cascade="agreement", cascade_exit_threshold=1.0), images)
+    assert all(v.decided_by == "regeneration" and v.regenerated is not None for v in regenerated)
+    assert all(v.cascade["exited"] is False for v in regenerated)
+    always = judge(Settings(profile="mini"), images)
+    assert [round(v.score, 6) for v in always] == [round(v.score, 6) for v in regenerated]  # same MirrorCheck
+    assert all(v.cascade is None and v.decided_by == "regeneration" for v in always)
+    for verdict in (agreed[0], regenerated[0]):  # both fit the wire schema
+        upload = events.Upload(upload_id=verdict.upload_id, image="s3://b/k")
+        events.VerdictEvent.build(verdict.as_dict(), upload, events.Source("uploads", 0, 0), "w", "setting",
+                                  events.image_description("s3://b/k", b"x"),
+                                  {"store": None, "input": None, "regenerated": None})
+
+
+def test_the_cascade_needs_an_exit_threshold_and_vanilla_mode(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="calibrate --cascade"):
+        cascade_settings(Settings(profile="mini", cascade="agreement"))
+    with pytest.raises(ConfigError, match="vanilla"):
+        cascade_settings(Settings(profile="mini", cascade="agreement", mode="stochastic", cascade_exit_threshold=0.5))
+    assert cascade_settings(Settings(profile="mini")) is None
+
+
+def test_calibrate_fits_the_exit_for_the_budget_and_the_worker_reads_it(tmp_path: Path) -> None:
+    clean = tmp_path / "clean"
+    clean.mkdir()
+    for i, image in enumerate(make_split(0, "val", 20)[0]):
+        image.save(clean / f"{i:03d}.png")
+    target = tmp_path / "threshold.json"
+    result = CliRunner().invoke(main, ["calibrate", "--profile", "mini", "--cascade", "agreement",
+                                       "--cascade-exit-share", "0.5", "--clean-dir", str(clean), "--target-fpr", "0.1",
+                                       "--threshold-file", str(target)])
+    assert result.exit_code == 0, result.output
+    record = json.loads(target.read_text())
+    assert record["cascade"]["exit_share"] == 0.5 and record["cascade"]["exited_on_fit"] == 0.5
+    assert record["cascade"]["n"] == 20 and "cascade: exit clean" in result.output
+    # The MirrorCheck threshold is fitted on the cascade's scores of all 20 (half of them exited, at 1.0).
+    assert record["n"] == 20 and record["threshold"] < 1.0
+    fitted = cascade_settings(Settings(profile="mini", cascade="agreement", threshold_file=str(target)))
+    assert fitted.exit_threshold == record["cascade"]["exit_threshold"]
+
+
+def test_audit_first_stage_verdicts_give_agreement_not_mirrorcheck_scores() -> None:
+    fp = {"mode": "vanilla", "captioner": "c", "generators": ["g"], "encoders": ["e"], "encoders_per_request": None,
+          "noise_scale": None}
+    lines = [json.dumps({"upload_id": "a", "score": 0.7, "decided_by": "first_stage",
+                         "models": {"captioner": "c", "generator": None, "encoders": ["e"]},
+                         "cascade": {"agreement": 0.7, "exit_threshold": 0.6, "exited": True, "scores": {}}}),
+             json.dumps({"upload_id": "b", "score": 0.9, "decided_by": "regeneration",
+                         "models": {"captioner": "c", "generator": "g", "encoders": ["e"]},
+                         "cascade": {"agreement": 0.4, "exit_threshold": 0.6, "exited": False, "scores": {}}})]
+    found = audit_scores(lines, fp)
+    assert found.scores == [0.9] and found.first_stage == 1 and found.agreements == {"a": 0.7, "b": 0.4}
+    # Refit with a higher exit: "a" would now regenerate, but it has no MirrorCheck score.
+    assert cascade_scores(found.by_upload, found.agreements, 0.65) == ([1.0, 0.9], 0)
+    assert cascade_scores(found.by_upload, found.agreements, 0.8) == ([0.9], 1)
