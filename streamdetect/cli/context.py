@@ -10,6 +10,8 @@ from streamdetect.settings import ConfigError, Settings
 
 TINY_WARNING = ("profile tiny: random-weight models for tests and plumbing; their scores mean nothing. "
                 "Use --profile mini (the default) for verdicts that mean something on a CPU.")
+SHAPES_WARNING = ("profile standard-shapes: the standard profile's architectures with random weights, for "
+                  "throughput only; their scores mean nothing.")
 
 
 def settings_from_context(ctx: click.Context, **overrides: Any) -> Settings:
@@ -28,7 +30,8 @@ def settings_from_context(ctx: click.Context, **overrides: Any) -> Settings:
 def warn_if_tiny(settings: Settings) -> None:
     """Say so when a command that judges images runs on the random-weight models (a log line, so
     it is JSON too when logs are)."""
-    if settings.profile == "tiny":
+    warnings = {"tiny": TINY_WARNING, "standard-shapes": SHAPES_WARNING}
+    if settings.profile in warnings:
         import structlog
 
-        structlog.get_logger(__name__).warning("profile.tiny", detail=TINY_WARNING)
+        structlog.get_logger(__name__).warning(f"profile.{settings.profile}", detail=warnings[settings.profile])

@@ -23,6 +23,8 @@ _EXPORTS = {
     "get_profile": "profiles",
     "load_models": "profiles",
     "ensure_tiny_models": "tiny",
+    "ensure_profile_models": "profiles",
+    "ensure_standard_shapes": "standard_shapes",
 }
 __all__ = sorted(_EXPORTS)
 
@@ -30,8 +32,9 @@ if TYPE_CHECKING:
     from .captioner import Captioner
     from .encoders import ImageEncoder
     from .generator import Generator
-    from .profiles import ModelSet, Profile, get_profile, load_models
+    from .profiles import ModelSet, Profile, ensure_profile_models, get_profile, load_models
     from .specs import ModelSpec, check_device, check_dtype, format_spec, parse_spec
+    from .standard_shapes import ensure_standard_shapes
     from .tiny import ensure_tiny_models
 
 

@@ -18,6 +18,9 @@ PAPER_ENCODERS = tuple(
     f"open_clip:{arch}:openai" for arch in ("RN50", "RN101", "ViT-B-16", "ViT-B-32", "ViT-L-14")
 )
 STANDARD_ENCODERS = tuple(f"open_clip:{arch}:openai" for arch in ("ViT-B-32", "ViT-B-16", "ViT-L-14"))
+STANDARD_GENERATOR_OPTIONS = "steps=1&guidance=0"  # SD-Turbo: one step, no classifier-free guidance
+# standard-shapes: the same architectures with random weights (models/standard_shapes.py builds them).
+STANDARD_SHAPES_ENCODERS = ("encoder-vit-b-32", "encoder-vit-b-16", "encoder-vit-l-14")
 # steps=2 with guidance 2 so tiny runs still take the classifier-free-guidance branch.
 TINY_GENERATOR_OPTIONS = "steps=2&guidance=2"
 TINY_ENCODERS = ("encoder-vit-a", "encoder-vit-b")
@@ -27,7 +30,7 @@ MINI_ENCODERS = ("encoder-vit-a", "encoder-vit-b", "encoder-rn")
 # weight still has to move within eps (README, "Defences against adaptive attacks").
 MINI_ROBUST_ENCODERS = ("robust-vit-a", "robust-vit-b", "robust-rn")
 MINI_GENERATOR_OPTIONS = "steps=10&guidance=1.5"  # matches the data at 10 Euler steps (docs/architecture.md#mini-recipe)
-PROFILES = ("tiny", "mini", "mini-robust", "paper", "standard")
+PROFILES = ("tiny", "mini", "mini-robust", "paper", "standard", "standard-shapes")
 
 
 @dataclass(frozen=True)
@@ -48,8 +51,9 @@ class Profile:
 
 
 def get_profile(name: str, model_dir: Path, device: str | None = None, dtype: str | None = None) -> Profile:
-    """Specs for a named profile. 'tiny' points at model_dir/'tiny' (see ensure_tiny_models);
-    'mini' at the weights shipped in streamdetect/mini/weights."""
+    """Specs for a named profile. 'tiny' points at model_dir/'tiny' (see ensure_tiny_models),
+    'standard-shapes' at model_dir/'standard-shapes' (ensure_standard_shapes); 'mini' at the
+    weights shipped in streamdetect/mini/weights."""
     device = check_device(device or "cpu")
     if name == "tiny":
         root = Path(model_dir).expanduser().resolve() / "tiny"
@@ -62,11 +66,30 @@ def get_profile(name: str, model_dir: Path, device: str | None = None, dtype: st
     if name == "paper":
         generator = "diffusers:stable-diffusion-v1-5/stable-diffusion-v1-5?steps=50&guidance=7.5"
         return Profile(name, BLIP, generator, PAPER_ENCODERS, device, dtype or "fp32")
+    default_dtype = "fp16" if device.startswith("cuda") else "fp32"
     if name == "standard":
-        default_dtype = "fp16" if device.startswith("cuda") else "fp32"
-        generator = "diffusers:stabilityai/sd-turbo?steps=1&guidance=0"
+        generator = f"diffusers:stabilityai/sd-turbo?{STANDARD_GENERATOR_OPTIONS}"
         return Profile(name, BLIP, generator, STANDARD_ENCODERS, device, dtype or default_dtype)
+    if name == "standard-shapes":
+        root = Path(model_dir).expanduser().resolve() / "standard-shapes"
+        return Profile(
+            name, f"hf:{root / 'captioner'}", f"diffusers:{root / 'generator'}?{STANDARD_GENERATOR_OPTIONS}",
+            tuple(f"open_clip:{root / enc}" for enc in STANDARD_SHAPES_ENCODERS), device, dtype or default_dtype,
+        )
     raise ValueError(f"unknown profile {name!r}; known profiles: {', '.join(PROFILES)}")
+
+
+def ensure_profile_models(name: str, model_dir: Path) -> None:
+    """Build a random-weight profile's models unless a complete build is there (tiny,
+    standard-shapes); other profiles load weights that exist already, so nothing happens."""
+    if name == "tiny":
+        from .tiny import ensure_tiny_models
+
+        ensure_tiny_models(model_dir)
+    elif name == "standard-shapes":
+        from .standard_shapes import ensure_standard_shapes
+
+        ensure_standard_shapes(model_dir)
 
 
 def mini_profile(root: Path, device: str = "cpu", dtype: str = "fp32", robust: bool = False) -> Profile:

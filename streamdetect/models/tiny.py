@@ -7,9 +7,6 @@ open_clip local dir) so that loading them exercises the same code path as real m
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -17,8 +14,9 @@ import open_clip
 import torch
 from safetensors.torch import save_file
 
+from ._build import ensure_built
+
 TINY_VERSION = 1
-COMPLETE = ".complete"
 
 # Plain words so that a random BLIP still "captions" in readable, promptable text.
 WORDS = (
@@ -39,41 +37,8 @@ OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
 
 def ensure_tiny_models(model_dir: Path, seed: int = 0) -> Path:
     """Return model_dir/'tiny', building it first unless a complete matching build is there."""
-    target = Path(model_dir) / "tiny"
-    if _is_complete(target, seed):
-        return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    # Build beside the target and rename: a crash never leaves a half-written 'tiny'.
-    build = Path(tempfile.mkdtemp(prefix=".tiny-build-", dir=target.parent))
-    build.chmod(0o755)  # mkdtemp makes it private; the renamed folder should read like any other
-    try:
-        _build_all(build, seed)
-        _swap_in(build, target, seed)
-    finally:
-        shutil.rmtree(build, ignore_errors=True)
-    return target
-
-
-def _is_complete(target: Path, seed: int) -> bool:
-    try:
-        stamp = json.loads((target / COMPLETE).read_text())
-    except (OSError, ValueError):
-        return False
-    return stamp == {"version": TINY_VERSION, "seed": seed}
-
-
-def _swap_in(build: Path, target: Path, seed: int) -> None:
-    if target.exists():
-        if _is_complete(target, seed):  # another process won the race
-            return
-        old = target.with_name(f".tiny-old-{os.getpid()}")
-        os.replace(target, old)
-        shutil.rmtree(old, ignore_errors=True)
-    try:
-        os.replace(build, target)
-    except OSError:
-        if not _is_complete(target, seed):
-            raise
+    stamp = {"version": TINY_VERSION, "seed": seed}
+    return ensure_built(Path(model_dir) / "tiny", stamp, lambda out: _build_all(out, seed))
 
 
 def _build_all(out: Path, seed: int) -> None:
@@ -86,7 +51,6 @@ def _build_all(out: Path, seed: int) -> None:
         builder(out / name, seed)
     for name, cfg in OPEN_CLIP_TINY.items():
         save_tiny_open_clip(out / name, seed + cfg["seed_offset"], **_without(cfg, "seed_offset"))
-    (out / COMPLETE).write_text(json.dumps({"version": TINY_VERSION, "seed": seed}))
 
 
 def _without(d: dict, key: str) -> dict:
