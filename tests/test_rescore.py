@@ -160,3 +160,15 @@ def test_from_topic_reads_the_audit_topic_in_the_cli_layer(monkeypatch: pytest.M
     assert asked[0][0] == "audit" and asked[0][1].isoformat().startswith("2026-11-01")
     assert "old  cannot rescore: no input image: a schema v1 verdict keeps no evidence" in result.stdout
     assert "0 of 1 records" in result.stdout
+
+
+def test_verdicts_the_cascade_decided_rescore_to_their_agreement(mini_models: Any, tmp_path: Path) -> None:
+    settings = Settings(profile="mini", evidence_store=str(tmp_path / "ev"), evidence_of="all", cascade="agreement",
+                        cascade_exit_threshold=-1.0)  # every upload exits at the first stage
+    verdicts = _judge(settings, mini_models, [_inline_upload(f"c{i}", im) for i, im in enumerate(_scenes(2))])
+    assert all(v["decided_by"] == "first_stage" and v["evidence"]["regenerated"] is None for v in verdicts)
+    result = _rescore(str(_write(tmp_path / "audit.jsonl", verdicts)), "--json")
+    assert result.exit_code == 0, result.output
+    for verdict in verdicts:
+        row = _json_lines(result.stdout)[verdict["upload_id"]]
+        assert row["status"] == "match" and row["recomputed_score"] == pytest.approx(verdict["score"], abs=1e-5)

@@ -238,6 +238,9 @@ class Rescorer:
 
         verdict = self._checked(record)
         result.recorded, result.recorded_scores = _recorded_numbers(verdict)
+        if verdict.get("decided_by") == "first_stage":
+            self._rescore_first_stage(verdict, result)
+            return
         evidence = verdict.get("evidence") if isinstance(verdict.get("evidence"), dict) else {}
         result.recorded_regeneration = (evidence.get("regenerated") or {}).get("sha256")
         generator, encoders = self._models_for(verdict)
@@ -246,6 +249,18 @@ class Rescorer:
         result.recomputed_scores = scores
         result.recomputed = ensemble_score(scores)
         result.recomputed_regeneration = hashlib.sha256(png_bytes(regenerated)).hexdigest()
+
+    def _rescore_first_stage(self, verdict: Mapping[str, Any], result: RescoreResult) -> None:
+        """A verdict the cascade's first stage decided: its caption agreement, recomputed."""
+        from streamdetect.detector import agreement, agreement_scores
+
+        missing = [s for s in verdict["models"]["encoders"] if s not in self.encoders]
+        if missing:
+            raise CannotRescore(f"made with {', '.join(missing)}, not loaded by {self.zoo_name}")
+        image, result.image_from = self.images.get(verdict)
+        encoders = [self.encoders[s] for s in verdict["models"]["encoders"]]
+        result.recomputed_scores = agreement_scores(encoders, [image], [verdict["caption"]])[0]
+        result.recomputed = agreement(result.recomputed_scores)
 
     @staticmethod
     def _checked(record: Any) -> dict[str, Any]:
@@ -256,7 +271,8 @@ class Rescorer:
             raise CannotRescore("not a verdict (no upload_id)")
         models = record.get("models")
         missing = [k for k in ("score", "caption", "seed") if k not in record]
-        if missing or not isinstance(models, dict) or not models.get("generator") or \
+        first_stage = record.get("decided_by") == "first_stage"  # no regeneration: no generator
+        if missing or not isinstance(models, dict) or not (models.get("generator") or first_stage) or \
                 not isinstance(models.get("encoders"), list) or not models["encoders"]:
             raise CannotRescore(f"not a complete verdict (missing {', '.join(missing) or 'models'})")
         if not isinstance(record["caption"], str) or not isinstance(record["seed"], int):
