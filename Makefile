@@ -13,7 +13,7 @@ KAFKA := deploy/kafka/kafka.sh
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: help setup venv jars browser kafka-start kafka-stop topics demo console lint-imports test bench soak recovery clean
+.PHONY: help setup venv jars browser kafka-start kafka-stop topics demo console lint-imports test bench bench-cascade soak recovery clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -79,6 +79,10 @@ test: setup browser lint-imports  ## import contracts, then the whole test suite
 bench: setup  ## reference vs engine vs stream vs bare Kafka, tiny models (own broker unless KAFKA_BOOTSTRAP); writes .run/bench.json
 	@mkdir -p .run
 	$(PY) -m streamdetect.cli bench --profile tiny --json .run/bench.json
+
+bench-cascade: venv  ## the cascade against always-regenerate on a 99% clean mini stream, one run; writes .run/bench-cascade.json
+	@mkdir -p .run
+	$(PY) -m streamdetect.cli --log-level warning bench-cascade --profile mini --json .run/bench-cascade.json
 
 soak: setup  ## stream through one worker for MINUTES (default 10) and report its memory slope; writes .run/soak.json
 	@mkdir -p .run

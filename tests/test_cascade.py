@@ -106,3 +106,15 @@ def test_audit_first_stage_verdicts_give_agreement_not_mirrorcheck_scores() -> N
     # Refit with a higher exit: "a" would now regenerate, but it has no MirrorCheck score.
     assert cascade_scores(found.by_upload, found.agreements, 0.65) == ([1.0, 0.9], 0)
     assert cascade_scores(found.by_upload, found.agreements, 0.8) == ([0.9], 1)
+
+
+def test_bench_cascade_runs_both_detectors_on_one_stream(tmp_path: Path) -> None:
+    out = tmp_path / "cascade.json"
+    result = CliRunner().invoke(main, ["bench-cascade", "--profile", "mini", "--uploads", "20", "--n-val", "20",
+                                       "--budgets", "0.8", "--attacked-share", "0.05", "--json", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "always" in result.output and "cascade_0.8" in result.output
+    rows = {r["detector"]: r for r in json.loads(out.read_text())["rows"]}
+    assert rows["always"]["skipped_regeneration"] == 0 and rows["cascade_0.8"]["skipped_regeneration"] > 0
+    assert rows["always"]["attacks"] == rows["cascade_0.8"]["attacks"] == 1
+    assert rows["always"]["uploads"] == rows["cascade_0.8"]["uploads"] == 20

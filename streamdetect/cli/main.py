@@ -51,6 +51,7 @@ def main(ctx: click.Context, config_file: Path | None, **overrides: Any) -> None
 
 def _register() -> None:
     from streamdetect.cli.bench import bench, bench_recovery, bench_soak
+    from streamdetect.cli.cascade import bench_cascade
     from streamdetect.cli.console import console
     from streamdetect.cli.demo import demo
     from streamdetect.cli.dlq import dlq
@@ -61,7 +62,7 @@ def _register() -> None:
     from streamdetect.cli.topics import topics
 
     for command in (worker, submit, alerts, replay, console, dlq, topics, models, demo, bench, bench_recovery,
-                    bench_soak, eval_command, calibrate_command, rescore_command, mini, attack):
+                    bench_soak, bench_cascade, eval_command, calibrate_command, rescore_command, mini, attack):
         main.add_command(command)
 
 
