@@ -50,6 +50,9 @@ def test_demo_flags_the_attacked_uploads_and_dead_letters_the_bad_ones(kafka_boo
     dead = re.findall(r"^\s+dead\s+\S+\s+reason=(\w+)", out, re.M)
     assert sorted(dead) == ["not_allowed", "not_allowed", "undecodable"], out
     assert "nothing lost" in out, out
+    # It ends with the way to the console, and the alerts' evidence is where the console reads it.
+    assert "make console" in out and "http://127.0.0.1:8471/" in out, out
+    assert list((demo / "evidence" / "regenerated").glob("*.png")), "flagged verdicts keep their evidence"
 
 
 def test_demo_stops_at_once_when_the_worker_cannot_start(kafka_bootstrap: str, tmp_path: Path) -> None:
