@@ -4,6 +4,7 @@ one dead letter with a reason; the judge is an in-process stand-in (it is not un
 import base64
 import io
 import json
+import threading
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
@@ -79,6 +80,31 @@ async def test_the_same_image_gets_the_same_seed_whatever_its_id_and_only_the_ke
     await other_key.handle(upload(), SOURCE)
     seeds = [call[3] for call in calls]
     assert seeds[0] == seeds[1] == seeds[2] and seeds[3] != seeds[0] and seeds[4] != seeds[0]
+
+
+async def test_a_thumbnail_is_loaded_in_place_and_a_larger_picture_on_a_fetch_thread() -> None:
+    """Small work costs less than a hand-off to a thread (SMALL_WORK_PIXELS); anything larger,
+    found from the header alone, is loaded on the fetch pool under the real limits, alike."""
+    calls: list = []
+    handler = UploadHandler(judge_scoring(0.9, calls), ImagePolicy(), TOPICS, "w")
+    threads: list[str] = []
+    load = handler.load
+
+    def recording_load(reference, policy=None):  # type: ignore[no-untyped-def]
+        threads.append(threading.current_thread().name)
+        return load(reference, policy)
+
+    handler.load = recording_load  # type: ignore[method-assign]
+    buffer = io.BytesIO()
+    Image.new("RGB", (100, 100), "blue").save(buffer, format="PNG")
+    large = "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
+    small_records = await handler.handle(upload(), SOURCE)
+    assert threads == ["MainThread"]
+    large_records = await handler.handle(upload(image=large), SOURCE)
+    assert threads[1:] == ["MainThread", "fetch_0"]  # a header read in place, the load on a thread
+    assert [c[1] for c in calls] == [(8, 8), (100, 100)]
+    for records in (small_records, large_records):
+        events.validate("verdict", json.loads(records[0].value))
 
 
 async def dead(raw: bytes, judge=None) -> dict:

@@ -2,9 +2,11 @@
 
 - ``python -m streamdetect.bench.procs null-worker``: the real worker (faust, handler, pipeline,
   offsets, metrics) on instant null models; settings from the environment as for the worker.
-- ``python -m streamdetect.bench.procs bare BOOTSTRAP SOURCE SINK GROUP``: the stream ceiling, a
+- ``python -m streamdetect.bench.procs bare BOOTSTRAP SOURCE SINK GROUP``: the broker's ceiling, a
   bare aiokafka loop that consumes uploads and produces one small record per upload (acks=all),
   committing after each batch is acknowledged. It prints ``ready`` once it owns its partitions.
+- ``python -m streamdetect.bench.procs ceiling``: ``stream_ceiling`` (bench/ceiling.py), the
+  worker's own per-upload work in a bare loop batched per poll; settings from the environment.
 """
 
 from __future__ import annotations
@@ -58,8 +60,13 @@ def main(argv: list[str]) -> None:
         run_null_worker()
     elif argv[:1] == ["bare"] and len(argv) == 5:
         asyncio.run(bare_loop(*argv[1:]))
+    elif argv[:1] == ["ceiling"]:
+        from streamdetect.bench.ceiling import run_ceiling
+
+        run_ceiling()
     else:
-        sys.exit(f"usage: python -m streamdetect.bench.procs null-worker | bare BOOTSTRAP SOURCE SINK GROUP; got {argv}")
+        sys.exit("usage: python -m streamdetect.bench.procs null-worker | ceiling | bare BOOTSTRAP SOURCE SINK GROUP; "
+                 f"got {argv}")
 
 
 if __name__ == "__main__":

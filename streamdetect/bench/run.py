@@ -1,13 +1,17 @@
 """``streamdetect bench``: how much the engine and the stream layer buy, as ratios measured in one run.
 
-Five modes on the same models and the same images:
+Six modes on the same models and the same images:
 
 - ``reference``: the reference design, one image at a time: caption, then generate, then embed.
 - ``engine``: the micro-batched pipeline in-process, every image submitted at once.
 - ``stream``: the full path through the real broker: a `streamdetect worker` process, uploads
   sent to ``uploads``, verdicts read back from ``audit``.
 - ``stream_null``: the same with instant null models: the stream layer's own cost.
-- ``bare_kafka``: a bare aiokafka consume-and-produce loop, no models: the stream ceiling.
+- ``stream_ceiling``: the worker's own per-upload work on the null models (parse and check the
+  upload, decode, seed, judge, build, check and encode the verdict: the real functions) in a
+  plain aiokafka loop batched per poll (bench/ceiling.py): what stream_null could reach.
+- ``bare_kafka``: a bare aiokafka consume-and-produce loop, no models and no per-upload work: the
+  broker's own ceiling.
 
 Each mode gets the whole burst at t0; an image's latency is from t0 to its verdict (so the
 reference's latencies include waiting its turn, as the engine's include queueing).
@@ -29,8 +33,10 @@ from PIL import Image, ImageDraw
 
 from streamdetect.settings import Settings
 
-MODES = ("reference", "engine", "stream", "stream_null", "bare_kafka")
+MODES = ("reference", "engine", "stream", "stream_null", "stream_ceiling", "bare_kafka")
+BROKER_MODES = ("bare_kafka", "stream_ceiling", "stream_null", "stream")
 RATIOS = {"engine_vs_reference": ("engine", "reference"), "stream_vs_engine": ("stream", "engine"),
+          "stream_null_vs_ceiling": ("stream_null", "stream_ceiling"),
           "stream_null_vs_bare_kafka": ("stream_null", "bare_kafka")}
 WARMUP = 4
 
@@ -107,25 +113,30 @@ async def run_engine(models: Any, images: list[Image.Image], settings: Settings)
 
 
 async def run_modes(bootstrap: str, models: Any, images: list[Image.Image], settings: Settings,
-                    log_dir: Path) -> dict[str, tuple[list[float], float]]:
+                    log_dir: Path, modes: tuple[str, ...] = MODES) -> dict[str, tuple[list[float], float]]:
     """Start the broker-side processes (each mode on its own topics), wait until all are ready,
     then measure every mode, one at a time: start-ups are CPU-heavy and would skew a measurement."""
     from streamdetect.bench import stream_contenders as bs
 
     run = uuid.uuid4().hex[:6]
-    prefixes = {mode: f"bench-{run}-{mode}-" for mode in ("bare_kafka", "stream_null", "stream")}
+    prefixes = {mode: f"bench-{run}-{mode}-" for mode in BROKER_MODES if mode in modes}
     await bs.create_topics(bootstrap, list(prefixes.values()))
     worker_env = _worker_env(settings)
-    contenders = {
-        "bare_kafka": bs.start_bare(bootstrap, prefixes["bare_kafka"], log_dir),
-        "stream_null": bs.start_worker("stream_null", bootstrap, prefixes["stream_null"], worker_env, log_dir, True),
-        "stream": bs.start_worker("stream", bootstrap, prefixes["stream"], worker_env, log_dir, False),
+    start = {
+        "bare_kafka": lambda p: bs.start_bare(bootstrap, p, log_dir),
+        "stream_ceiling": lambda p: bs.start_ceiling(bootstrap, p, worker_env, log_dir),
+        "stream_null": lambda p: bs.start_worker("stream_null", bootstrap, p, worker_env, log_dir, True),
+        "stream": lambda p: bs.start_worker("stream", bootstrap, p, worker_env, log_dir, False),
     }
+    contenders = {mode: start[mode](prefix) for mode, prefix in prefixes.items()}
     uris = [data_uri(image) for image in images]
+    measured: dict[str, tuple[list[float], float]] = {}
     try:
         await asyncio.gather(*(c.wait_ready() for c in contenders.values()))
-        measured = {"reference": run_reference(models, images, settings.threshold),
-                    "engine": await run_engine(models, images, settings)}
+        if "reference" in modes:
+            measured["reference"] = run_reference(models, images, settings.threshold)
+        if "engine" in modes:
+            measured["engine"] = await run_engine(models, images, settings)
         for mode, contender in contenders.items():
             measured[mode] = await bs.measure(bootstrap, contender, uris, f"{run}-{mode}")
             contender.stop()  # an idle contender still polls the broker: stop it before the next
@@ -142,27 +153,31 @@ def _worker_env(settings: Settings) -> dict[str, str]:
 
 
 def report(measured: dict[str, tuple[list[float], float]]) -> dict[str, Any]:
-    result: dict[str, Any] = {mode: summary(*measured[mode]) for mode in MODES}
-    result["ratios"] = {name: result[a]["images_per_s"] / result[b]["images_per_s"] for name, (a, b) in RATIOS.items()}
+    """Every measured mode, and every ratio of two measured modes."""
+    result: dict[str, Any] = {mode: summary(*measured[mode]) for mode in MODES if mode in measured}
+    result["ratios"] = {name: result[a]["images_per_s"] / result[b]["images_per_s"] for name, (a, b) in RATIOS.items()
+                        if a in measured and b in measured}
     return result
 
 
 def format_report(result: dict[str, Any], n: int, profile: str) -> str:
     lines = [f"streamdetect bench: profile {profile}, {n} images per mode",
-             f"{'mode':12} {'images/s':>10} {'p50 ms':>9} {'p95 ms':>9} {'p99 ms':>9}"]
-    for mode in MODES:
+             f"{'mode':14} {'images/s':>10} {'p50 ms':>9} {'p95 ms':>9} {'p99 ms':>9}"]
+    for mode in (m for m in MODES if m in result):
         r = result[mode]
-        lines.append(f"{mode:12} {r['images_per_s']:10.1f} {r['p50_ms']:9.1f} {r['p95_ms']:9.1f} {r['p99_ms']:9.1f}")
+        lines.append(f"{mode:14} {r['images_per_s']:10.1f} {r['p50_ms']:9.1f} {r['p95_ms']:9.1f} {r['p99_ms']:9.1f}")
     lines += [f"{name:28} {value:6.2f}" for name, value in result["ratios"].items()]
     return "\n".join(lines)
 
 
-def run_bench(settings: Settings, n_images: int, bootstrap: str | None) -> dict[str, Any]:
+def run_bench(settings: Settings, n_images: int, bootstrap: str | None,
+              modes: tuple[str, ...] = MODES) -> dict[str, Any]:
     from streamdetect.bench.local_broker import Broker
     from streamdetect.app.wiring import load_profile_models
 
     with tempfile.TemporaryDirectory(prefix="streamdetect-bench-") as tmp:
         with Broker(Path(tmp) / "kafka", external=bootstrap or "") as broker:
-            models = load_profile_models(settings)
-            measured = asyncio.run(run_modes(broker.bootstrap, models, bench_images(n_images), settings, Path(tmp)))
+            models = load_profile_models(settings) if {"reference", "engine"} & set(modes) else None
+            measured = asyncio.run(run_modes(broker.bootstrap, models, bench_images(n_images), settings, Path(tmp),
+                                             modes))
     return report(measured)

@@ -82,6 +82,18 @@ def start_worker(name: str, bootstrap: str, prefix: str, env: dict[str, str], lo
     return Contender(name, prefix, proc, port)
 
 
+def start_ceiling(bootstrap: str, prefix: str, env: dict[str, str], log_dir: Path) -> Contender:
+    """The worker's per-upload work in a bare loop batched per poll (bench/ceiling.py); it says
+    ``ready`` on stdout, like the bare loop, and logs to stderr."""
+    env = {**os.environ, **env, "KAFKA_BOOTSTRAP": bootstrap, "STREAMDETECT_TOPIC_PREFIX": prefix,
+           "STREAMDETECT_GROUP_ID": f"{prefix}workers", "STREAMDETECT_METRICS_PORT": "0",
+           "STREAMDETECT_LOG_JSON": "true"}
+    log = open(log_dir / "stream_ceiling.log", "wb")
+    proc = subprocess.Popen([sys.executable, "-m", "streamdetect.bench.procs", "ceiling"], env=env,
+                            stdout=subprocess.PIPE, stderr=log)
+    return Contender("stream_ceiling", prefix, proc, None)
+
+
 def start_bare(bootstrap: str, prefix: str, log_dir: Path) -> Contender:
     log = open(log_dir / "bare_kafka.log", "wb")
     proc = subprocess.Popen(

@@ -8,10 +8,10 @@ wheel validates without a checkout). Knows JSON and the schemas, nothing about K
 
 from streamdetect.events.codec import Source, encode, format_time, now_iso, parse_time
 from streamdetect.events.dead_letter import cap_text, dead_letter
-from streamdetect.events.schemas import SCHEMA_VERSION, SCHEMA_VERSIONS, SchemaError, validate
+from streamdetect.events.schemas import SCHEMA_VERSION, SCHEMA_VERSIONS, SchemaError, validate, validate_own
 from streamdetect.events.upload import Upload, UploadError, parse_upload
 from streamdetect.events.verdict import NotAVerdict, VerdictEvent, check_finite, image_description
 
 __all__ = ["SCHEMA_VERSION", "SCHEMA_VERSIONS", "NotAVerdict", "SchemaError", "Source", "Upload", "UploadError",
            "VerdictEvent", "cap_text", "check_finite", "dead_letter", "encode", "format_time", "image_description",
-           "now_iso", "parse_time", "parse_upload", "validate"]
+           "now_iso", "parse_time", "parse_upload", "validate", "validate_own"]

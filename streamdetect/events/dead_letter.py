@@ -12,7 +12,7 @@ import hashlib
 from typing import Any
 
 from streamdetect.events.codec import Source, now_iso
-from streamdetect.events.schemas import SCHEMA_VERSIONS, validate
+from streamdetect.events.schemas import SCHEMA_VERSIONS, validate_own
 
 PAYLOAD_MAX_BYTES = 256 * 1024  # default cap; the dead_letter_payload_max_bytes setting
 DETAIL_MAX_CHARS = 1000
@@ -47,5 +47,5 @@ def dead_letter(
         "failed_at": now_iso(),
         "worker": worker,
     }
-    validate("dead_letter", event)
+    validate_own("dead_letter", event)
     return event

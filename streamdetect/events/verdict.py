@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import Any, Mapping
 
 from streamdetect.events.codec import Source, encode, finite, now_iso
-from streamdetect.events.schemas import SCHEMA_VERSIONS, validate
+from streamdetect.events.schemas import SCHEMA_VERSIONS, validate_own
 from streamdetect.events.upload import Upload
 
 THRESHOLD_SOURCES = ("calibration", "setting", "default")
@@ -47,7 +47,7 @@ class VerdictEvent:
                          "scores": dict(judgement.get("scores") or {}), "threshold": judgement.get("threshold"),
                          **evidence},
         }
-        validate("verdict", event)
+        validate_own("verdict", event)
         return cls(upload.upload_id, bool(event["flagged"]), event)
 
     def key(self) -> bytes:

@@ -12,7 +12,8 @@ import asyncio
 import hashlib
 import hmac
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from functools import cached_property
 from datetime import datetime, timezone
 from typing import Any, Awaitable, Callable, Protocol
 
@@ -24,6 +25,7 @@ from streamdetect.events import (NotAVerdict, Source, Upload, UploadError, Verdi
                                  dead_letter, encode, image_description, parse_upload)
 from streamdetect.events.codec import finite
 from streamdetect.events.dead_letter import PAYLOAD_MAX_BYTES
+from streamdetect.events.verdict import INLINE_SCHEMES
 from streamdetect.evidence import EvidenceError, EvidenceStore, png_bytes
 from streamdetect.evidence.store import describe
 from streamdetect.images import ImageError, ImagePolicy, fetch_image
@@ -35,6 +37,11 @@ MAX_KEY_CHARS = 256  # the upload schema's limit on upload_id
 # Far under the producer's 16 MiB request limit: a dead letter must always be publishable, or
 # the worker would stop on it after every restart.
 MAX_DEAD_LETTER_BYTES = 4 * 1024 * 1024
+# Work on a picture this small (decoding it, its evidence PNGs, the verdict) costs less than
+# handing it to a thread and back, which under the GIL waited tens of milliseconds per hand-off
+# under load: it runs on the event loop, well under a millisecond each (docs/architecture.md#small-work).
+SMALL_WORK_PIXELS = 64 * 64
+SMALL_INLINE_CHARS = 64 * 1024  # an inline reference longer than this is never decoded on the loop
 
 
 class Judge(Protocol):
@@ -124,17 +131,49 @@ class UploadHandler:
             reason = _failure_reason(exc)
             log.warning("upload.not_judged", upload_id=upload.upload_id, reason=reason, error=cap_text(str(exc), 300))
             return self._dead(raw, reason, str(exc), source, upload.upload_id, type(exc).__name__)
-        loop = asyncio.get_running_loop()
-        evidence = await loop.run_in_executor(self._fetch_pool, self._keep_evidence, upload.upload_id,
-                                              judgement, image)
+        if self._small_work(judgement, image):
+            return self.verdict_records(upload, source, judgement, image, described)
+        return await asyncio.get_running_loop().run_in_executor(
+            self._fetch_pool, self.verdict_records, upload, source, judgement, image, described)
+
+    def _small_work(self, judgement: Any, image: Image.Image) -> bool:
+        """Both pictures are thumbnails and nothing goes to a store (a put is I/O)."""
+        regenerated = getattr(judgement, "regenerated", None)
+        stores = self._evidence.store is not None and (self._evidence.of_all or bool(judgement.as_dict()["flagged"]))
+        return not stores and all(p is None or p.width * p.height <= SMALL_WORK_PIXELS for p in (image, regenerated))
+
+    def verdict_records(self, upload: Upload, source: Source, judgement: Any, image: Image.Image,
+                        described: dict[str, Any]) -> list[Record]:
+        """What a judged upload publishes, in one synchronous call: evidence kept, verdict built,
+        checked and encoded (on a thread unless it is small work). The bench's stream_ceiling
+        measures the worker with the same call."""
+        evidence = self._keep_evidence(upload.upload_id, judgement, image)
         verdict = VerdictEvent.build(judgement.as_dict(), upload, source, self._worker, self._threshold_source,
                                      described, evidence)
         return self._verdict_records(verdict)
 
-    def _load(self, reference: str) -> tuple[Image.Image, int, dict[str, Any]]:
-        """Fetch, decode and seed, on a fetch thread: hashing a large picture is no work for the event loop."""
-        image, data = fetch_image(reference, self._policy)
+    def load(self, reference: str, policy: ImagePolicy | None = None) -> tuple[Image.Image, int, dict[str, Any]]:
+        """Fetch, decode and seed, on a thread unless it is small work: hashing a large picture is no work
+        for the event loop."""
+        image, data = fetch_image(reference, policy or self._policy)
         return image, self.seed_for(image), image_description(reference, data)
+
+    @cached_property
+    def _small_policy(self) -> ImagePolicy:
+        return replace(self._policy, max_pixels=min(self._policy.max_pixels, SMALL_WORK_PIXELS))
+
+    def _load_small(self, reference: str) -> tuple[Image.Image, int, dict[str, Any]] | None:
+        """An inline thumbnail, loaded in place; None for anything else. The pixel limit of
+        SMALL_WORK_PIXELS is checked from the header before anything is decompressed, so a larger
+        picture costs a header read here and is then loaded on a thread under the real limits."""
+        if len(reference) > SMALL_INLINE_CHARS or not reference[:7].lower().startswith(INLINE_SCHEMES):
+            return None  # never a network or file read on the event loop
+        try:
+            return self.load(reference, self._small_policy)
+        except ImageError as exc:
+            if exc.reason == "too_large":
+                return None
+            raise
 
     def _keep_evidence(self, upload_id: str, judgement: Any, image: Image.Image) -> dict[str, Any]:
         """The verdict's evidence block: both images as PNG, stored when a store is configured and
@@ -157,11 +196,15 @@ class UploadHandler:
         return out
 
     async def _fetch(self, upload: Upload) -> tuple[Image.Image, int, dict[str, Any]]:
-        """Fetch and decode on the fetch pool, trying an unreachable image again with backoff."""
+        """Fetch and decode on the fetch pool, trying an unreachable image again with backoff; an
+        inline thumbnail is decoded in place (SMALL_WORK_PIXELS)."""
         loop, deadline = asyncio.get_running_loop(), _timestamp(upload)
+        small = self._load_small(upload.image)
+        if small is not None:
+            return small
         for attempt in range(self._retries.fetch + 1):
             try:
-                return await loop.run_in_executor(self._fetch_pool, self._load, upload.image)
+                return await loop.run_in_executor(self._fetch_pool, self.load, upload.image)
             except ImageError as exc:
                 if exc.reason != "unreachable" or attempt == self._retries.fetch or \
                         not await self._retries.wait(attempt, deadline):
