@@ -1,9 +1,11 @@
 """``streamdetect bench``: how much the engine and the stream layer buy, as ratios measured in one run.
 
-Six modes on the same models and the same images:
+Seven modes on the same models and the same images:
 
 - ``reference``: the reference design, one image at a time: caption, then generate, then embed.
 - ``engine``: the micro-batched pipeline in-process, every image submitted at once.
+- ``model_ceiling``: the raw batched model calls alone, in the main thread, chunk by chunk of
+  ``max_batch`` (caption, generate, embed): what the engine could reach on these models.
 - ``stream``: the full path through the real broker: a `streamdetect worker` process, uploads
   sent to ``uploads``, verdicts read back from ``audit``.
 - ``stream_null``: the same with instant null models: the stream layer's own cost.
@@ -33,9 +35,11 @@ from PIL import Image, ImageDraw
 
 from streamdetect.settings import Settings
 
-MODES = ("reference", "engine", "stream", "stream_null", "stream_ceiling", "bare_kafka")
+MODES = ("reference", "engine", "model_ceiling", "stream", "stream_null", "stream_ceiling", "bare_kafka")
+MODEL_MODES = ("reference", "engine", "model_ceiling")
 BROKER_MODES = ("bare_kafka", "stream_ceiling", "stream_null", "stream")
-RATIOS = {"engine_vs_reference": ("engine", "reference"), "stream_vs_engine": ("stream", "engine"),
+RATIOS = {"engine_vs_reference": ("engine", "reference"), "engine_vs_model_ceiling": ("engine", "model_ceiling"),
+          "stream_vs_engine": ("stream", "engine"),
           "stream_null_vs_ceiling": ("stream_null", "stream_ceiling"),
           "stream_null_vs_bare_kafka": ("stream_null", "bare_kafka")}
 WARMUP = 4
@@ -91,6 +95,25 @@ def run_reference(models: Any, images: list[Image.Image], threshold: float) -> t
     return done, done[-1]
 
 
+def run_model_ceiling(models: Any, images: list[Image.Image], batch: int) -> tuple[list[float], float]:
+    """The models' own batched calls, back to back, no engine: each chunk's images are done when its
+    embeddings are."""
+    from streamdetect.detector import score_pairs
+
+    def chunk(part: list[Image.Image], start: int) -> None:
+        captions = models.captioner.caption(part)
+        regenerated = models.generator.generate(captions, list(range(start, start + len(part))))
+        score_pairs(models.encoders, part, regenerated)
+
+    chunk(images[:WARMUP], 0)
+    t0, done = time.perf_counter(), []
+    for start in range(0, len(images), batch):
+        part = images[start : start + batch]
+        chunk(part, start)
+        done += [time.perf_counter() - t0] * len(part)
+    return done, done[-1]
+
+
 async def run_engine(models: Any, images: list[Image.Image], settings: Settings) -> tuple[list[float], float]:
     """The micro-batched pipeline in-process, the whole burst submitted at once."""
     from streamdetect.pipeline.engine import Pipeline, Request
@@ -137,6 +160,8 @@ async def run_modes(bootstrap: str, models: Any, images: list[Image.Image], sett
             measured["reference"] = run_reference(models, images, settings.threshold)
         if "engine" in modes:
             measured["engine"] = await run_engine(models, images, settings)
+        if "model_ceiling" in modes:
+            measured["model_ceiling"] = run_model_ceiling(models, images, settings.max_batch)
         for mode, contender in contenders.items():
             measured[mode] = await bs.measure(bootstrap, contender, uris, f"{run}-{mode}")
             contender.stop()  # an idle contender still polls the broker: stop it before the next
@@ -177,7 +202,7 @@ def run_bench(settings: Settings, n_images: int, bootstrap: str | None,
 
     with tempfile.TemporaryDirectory(prefix="streamdetect-bench-") as tmp:
         with Broker(Path(tmp) / "kafka", external=bootstrap or "") as broker:
-            models = load_profile_models(settings) if {"reference", "engine"} & set(modes) else None
+            models = load_profile_models(settings) if set(MODEL_MODES) & set(modes) else None
             measured = asyncio.run(run_modes(broker.bootstrap, models, bench_images(n_images), settings, Path(tmp),
                                              modes))
     return report(measured)

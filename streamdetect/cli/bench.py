@@ -91,8 +91,8 @@ def _run_models_only(ctx: click.Context, settings: Any, n_images: int, json_path
 @click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path),
               help="Also write the results as JSON to this file.")
 @click.option("--modes", default="all", show_default=True, callback=_modes,
-              help="Comma-separated modes to measure (reference, engine, stream, stream_null, stream_ceiling, "
-                   "bare_kafka); a ratio is reported when both its modes were measured.")
+              help="Comma-separated modes to measure (reference, engine, model_ceiling, stream, stream_null, "
+                   "stream_ceiling, bare_kafka); a ratio is reported when both its modes were measured.")
 @models_only_options
 @setting_options("profile", "model_dir", "device", "dtype", "cpu_threads", "max_batch")
 @click.pass_context
