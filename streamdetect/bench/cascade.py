@@ -53,6 +53,7 @@ def stream(models: Any, config: CascadeBench) -> tuple[list[Image.Image], list[b
 def fit(models: Any, config: CascadeBench) -> dict[str, Any]:
     """Clean validation scores of both signals, and the thresholds of each detector."""
     from streamdetect.detector import agreement, agreement_scores, fit_exit, score_pairs
+    from streamdetect.detector.cascade import cascade_score
     from streamdetect.detector.mirrorcheck import ensemble_score
     from streamdetect.detector.thresholds import fit_target_fpr
     from streamdetect.mini.domain import make_split
@@ -65,7 +66,7 @@ def fit(models: Any, config: CascadeBench) -> dict[str, Any]:
     out: dict[str, Any] = {"always": {"threshold": fit_target_fpr(mirror, config.target_fpr).threshold}}
     for budget in config.budgets:
         exit_at = fit_exit(agreed, budget)
-        mixed = [1.0 if a >= exit_at else m for a, m in zip(agreed, mirror)]
+        mixed = [cascade_score(a, m, exit_at) for a, m in zip(agreed, mirror)]
         out[f"cascade_{budget:g}"] = {"threshold": fit_target_fpr(mixed, config.target_fpr).threshold,
                                       "exit_threshold": exit_at, "exit_share": budget}
     return out

@@ -15,7 +15,6 @@ No delivery guarantees beyond the commit after the acks: it is a measuring stick
 from __future__ import annotations
 
 import asyncio
-import signal
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
@@ -27,6 +26,7 @@ from PIL import Image
 from streamdetect.detector import PairToScore, Verdict, decide, score_batch
 from streamdetect.events import Source, Upload, parse_upload
 from streamdetect.events.topic_specs import MAX_MESSAGE_BYTES
+from streamdetect.bench.procs import start_loop
 from streamdetect.settings import Settings
 from streamdetect.stream.handler import Record, UploadHandler
 
@@ -88,14 +88,8 @@ async def ceiling_loop(settings: Settings, handler: UploadHandler, models: Any, 
                                 group_id=settings.group_id, enable_auto_commit=False, auto_offset_reset="earliest",
                                 max_poll_records=settings.max_in_flight)
     producer = AIOKafkaProducer(bootstrap_servers=settings.bootstrap, acks="all", max_request_size=MAX_MESSAGE_BYTES)
-    await consumer.start()
-    await producer.start()
-    stop = asyncio.Event()
-    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
+    stop = await start_loop(consumer, producer)
     try:
-        while not consumer.assignment():
-            await consumer.getmany(timeout_ms=200)  # joins the group; the topics are empty yet
-        print("ready", flush=True)  # the bench reads readiness from stdout, as for the bare loop
         while not stop.is_set():
             batch = await consumer.getmany(timeout_ms=200, max_records=settings.max_in_flight)
             records = [r for partition in batch.values() for r in partition]

@@ -31,18 +31,25 @@ def run_null_worker() -> None:
     run_worker(settings, build_handler(settings, NullModels()))
 
 
-async def bare_loop(bootstrap: str, source: str, sink: str, group: str) -> None:
-    consumer = AIOKafkaConsumer(source, bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False,
-                                auto_offset_reset="earliest")
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
+async def start_loop(consumer: AIOKafkaConsumer, producer: AIOKafkaProducer) -> asyncio.Event:
+    """Start both clients, join the group and say ready on stdout (the bench waits for it); the
+    event is set on SIGTERM. The bare loop and the stream ceiling (bench/ceiling.py) share it."""
     await consumer.start()
     await producer.start()
     stop = asyncio.Event()
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
+    while not consumer.assignment():
+        await consumer.getmany(timeout_ms=200)  # joins the group; the topics are empty yet
+    print("ready", flush=True)
+    return stop
+
+
+async def bare_loop(bootstrap: str, source: str, sink: str, group: str) -> None:
+    consumer = AIOKafkaConsumer(source, bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False,
+                                auto_offset_reset="earliest")
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
+    stop = await start_loop(consumer, producer)
     try:
-        while not consumer.assignment():
-            await consumer.getmany(timeout_ms=200)  # joins the group; the topics are empty yet
-        print("ready", flush=True)
         while not stop.is_set():
             batch = await consumer.getmany(timeout_ms=200)
             futures = [await producer.send(sink, json.dumps({"upload_id": r.key.decode()}).encode(), key=r.key)

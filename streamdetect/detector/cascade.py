@@ -53,6 +53,13 @@ def agreement(scores: dict[str, float]) -> float:
     return sum(scores.values()) / len(scores)
 
 
+def cascade_score(agreed: float, score: float, exit_threshold: float) -> float:
+    """The cascade's score of one upload: 1.0 (decided clean, the top of the scale) when its
+    agreement clears the exit threshold, else the regeneration's score. Calibration, the mini eval
+    and the bench fit the cascade's MirrorCheck threshold on these, so its FPR is the whole cascade's."""
+    return 1.0 if agreed >= exit_threshold else score
+
+
 def fit_exit(clean_agreements: Sequence[float], exit_share: float) -> float:
     """The threshold that lets ``exit_share`` of these clean uploads skip regeneration: their
     (1 - exit_share) quantile (the lower order statistic, so at most that share exits)."""

@@ -29,7 +29,7 @@ from pathlib import Path
 
 import torch
 
-from streamdetect.detector.cascade import fit_exit
+from streamdetect.detector.cascade import cascade_score, fit_exit
 from streamdetect.detector.fusion import MinZFusion
 from streamdetect.detector.mirrorcheck import ensemble_score, score_pairs
 from streamdetect.detector.stochastic import StochasticSettings, draw, score_with_draw
@@ -154,7 +154,7 @@ class MiniBench:
         first, second = (judged.scores[part] for part in CASCADES[cascade])
         exit_at = self.exits.get(cascade, float("inf"))
         judged.exits[cascade] = [a >= exit_at for a in first]
-        judged.scores[cascade] = [1.0 if e else s for e, s in zip(judged.exits[cascade], second)]
+        judged.scores[cascade] = [cascade_score(a, s, exit_at) for a, s in zip(first, second)]
 
     def fit_exits(self, clean_validation: Judged) -> None:
         """Each cascade's exit threshold for the budget, on the clean validation agreements (as
