@@ -143,6 +143,7 @@ def check_rescore_and_calibrate(env: dict[str, str], tmp_path: Path, verdicts: i
 
 async def test_console_shows_alerts_live_with_evidence_and_publishes_decisions(
         kafka_bootstrap: str, s3_server: str, tmp_path: Path, browser: Any) -> None:
+    from selenium.common.exceptions import StaleElementReferenceException
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
@@ -195,18 +196,32 @@ async def test_console_shows_alerts_live_with_evidence_and_publishes_decisions(
         def cards(d: Any) -> dict[str, Any]:
             return {c.get_attribute("data-upload-id"): c for c in d.find_elements(By.CSS_SELECTOR, "article.alert")}
 
-        WebDriverWait(browser, 60).until(lambda d: len(cards(d)) == len(flagged))  # live, no reload
+        def part(d: Any, upload_id: str, selector: str) -> Any:
+            return cards(d)[upload_id].find_element(By.CSS_SELECTOR, selector)
+
+        def until(condition: Any, timeout_s: float = 30) -> Any:
+            # A card is drawn anew when its alert changes: every look finds it again, and a
+            # reference that went stale in between is looked up once more, not a failure.
+            return WebDriverWait(browser, timeout_s, ignored_exceptions=(StaleElementReferenceException,)).until(
+                condition)
+
+        def click(upload_id: str, selector: str) -> None:
+            until(lambda d: part(d, upload_id, selector).click() or True)
+
+        def state(upload_id: str) -> str:
+            return cards(browser)[upload_id].get_attribute("data-state")
+
+        until(lambda d: len(cards(d)) == len(flagged), 60)  # live, no reload
         first, second = flagged[0]["upload_id"], flagged[1]["upload_id"]
-        card = cards(browser)[first]
-        input_img = card.find_element(By.CSS_SELECTOR, ".input-img")
-        regen_img = card.find_element(By.CSS_SELECTOR, ".regen-img")
-        WebDriverWait(browser, 30).until(lambda d: d.execute_script(
-            "return arguments[0].naturalWidth > 0 && arguments[1].naturalWidth > 0", input_img, regen_img))
-        assert "blurred" in input_img.get_attribute("class")
-        assert "<script>" in card.find_element(By.CSS_SELECTOR, ".metadata").text  # shown as text, not run
-        card.find_element(By.CSS_SELECTOR, ".reveal").click()
-        WebDriverWait(browser, 30).until(lambda d: cards(d)[first].get_attribute("data-state") == "claimed")
-        assert "blurred" not in cards(browser)[first].find_element(By.CSS_SELECTOR, ".input-img").get_attribute("class")
+        until(lambda d: d.execute_script(
+            "const card = [...document.querySelectorAll('article.alert')].find(c => c.dataset.uploadId === arguments[0]);"
+            "return card.querySelector('.input-img').naturalWidth > 0 && card.querySelector('.regen-img').naturalWidth > 0",
+            first))
+        assert "blurred" in part(browser, first, ".input-img").get_attribute("class")
+        assert "<script>" in part(browser, first, ".metadata").text  # shown as text, not run
+        click(first, ".reveal")
+        until(lambda d: state(first) == "claimed")
+        assert "blurred" not in part(browser, first, ".input-img").get_attribute("class")
 
         # The other console shows it as claimed by alice, not undecided, and may not decide it.
         bob_view = {a["verdict"]["upload_id"]: a for a in api(bob_url, "/api/alerts", tokens["bob"])["alerts"]}
@@ -217,11 +232,16 @@ async def test_console_shows_alerts_live_with_evidence_and_publishes_decisions(
 
         SCREENSHOT.parent.mkdir(exist_ok=True)
         browser.save_screenshot(str(SCREENSHOT))
-        cards(browser)[first].find_element(By.CSS_SELECTOR, ".note").send_keys("the caption fits the picture")
-        cards(browser)[first].find_element(By.CSS_SELECTOR, ".dismiss").click()
-        WebDriverWait(browser, 30).until(lambda d: cards(d)[first].get_attribute("data-state") == "dismissed")
-        cards(browser)[second].find_element(By.CSS_SELECTOR, ".confirm").click()
-        WebDriverWait(browser, 30).until(lambda d: cards(d)[second].get_attribute("data-state") == "confirmed")
+        # A note being typed survives the page's periodic refresh: the same field, the same text.
+        note = until(lambda d: part(d, first, ".note"))
+        note.send_keys("the caption fits the picture")
+        reloads = int(browser.find_element(By.ID, "alerts").get_attribute("data-reloads"))
+        until(lambda d: int(d.find_element(By.ID, "alerts").get_attribute("data-reloads")) > reloads, 20)
+        assert note.get_attribute("value") == "the caption fits the picture"
+        click(first, ".dismiss")
+        until(lambda d: state(first) == "dismissed")
+        click(second, ".confirm")
+        until(lambda d: state(second) == "confirmed")
         assert browser.find_element(By.ID, "histogram").get_attribute("data-verdicts") == str(len(uploads))
         browser.save_screenshot(str(tmp_path / "decided.png"))
 

@@ -3,6 +3,7 @@
 "use strict";
 
 const revealed = new Set();  // upload ids whose input this moderator has uncovered
+const shown = new Map();  // upload id -> {key, node}: the card on the page and what it was drawn from
 let reloadTimer = null;
 let histTimer = null;
 
@@ -128,12 +129,29 @@ function showError(uploadId, message) {
   }
 }
 
+// A reload keeps every card whose alert did not change, so a note being typed, a loaded image
+// and the moderator's place on the page survive the periodic refresh; a changed card is drawn
+// anew with the note carried over.
+function place(view) {
+  const id = view.verdict.upload_id;
+  const key = JSON.stringify([view.state, view.claim, view.label, revealed.has(id)]);
+  const old = shown.get(id);
+  if (old && old.key === key) return old.node;
+  const node = render(view);
+  if (old) node.querySelector(".note").value = old.node.querySelector(".note").value;
+  shown.set(id, {key, node});
+  return node;
+}
+
 async function reload() {
   try {
     const data = await api("/api/alerts?" + filterQuery());
     const list = document.getElementById("alerts");
-    list.replaceChildren(...data.alerts.map(render));
+    list.replaceChildren(...data.alerts.map(place));
+    const ids = new Set(data.alerts.map((view) => view.verdict.upload_id));
+    for (const id of [...shown.keys()]) if (!ids.has(id)) shown.delete(id);
     list.dataset.count = String(data.alerts.length);
+    list.dataset.reloads = String(Number(list.dataset.reloads || 0) + 1);
   } catch (error) {
     setStatus("down", error.message);
   }
