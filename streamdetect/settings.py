@@ -106,6 +106,9 @@ class Settings(BaseSettings):
     max_wait_ms: float = Field(20.0, ge=0.0, allow_inf_nan=False,
                                description="Longest wait for a batch to fill after its first item, in ms.")
     max_in_flight: int = Field(64, ge=1, description="Most uploads open at once before consumption pauses.")
+    take_batch: int = Field(0, ge=0, description="Most consumed uploads the worker takes as one unit: judged "
+                                                 "together, their acks awaited once, their offsets released "
+                                                 "together; 0 = max_in_flight (capped at it).")
     caption_max_batch: int = Field(0, ge=0, description="Caption stage batch size; 0 = max_batch.")
     generate_max_batch: int = Field(0, ge=0, description="Regenerate stage batch size; 0 = max_batch.")
     embed_max_batch: int = Field(0, ge=0, description="Embed stage batch size; 0 = max_batch.")

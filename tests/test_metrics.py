@@ -119,6 +119,9 @@ async def test_worker_serves_real_values_after_judging_uploads(
         assert m[f'streamdetect_stage_queue_depth{{stage="{stage}"}}'] == 0
     assert m["streamdetect_uploads_in_flight"] == 0
     assert m["streamdetect_upload_seconds_count"] == len(good) + len(bad)
+    # Uploads waiting on the broker are taken as batches (one acknowledgement wait each), not one by one.
+    assert m["streamdetect_taken_batch_uploads_sum"] == len(good) + len(bad)
+    assert m["streamdetect_taken_batch_uploads_count"] < len(good) + len(bad)
     lags = {k: v for k, v in m.items() if k.startswith("streamdetect_consumer_lag{")}
     assert len(lags) == 6 and all(v == 0 for v in lags.values()), lags
     # Structured JSON logs carry the upload ids.

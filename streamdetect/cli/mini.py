@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 import time
 from pathlib import Path
 
@@ -89,6 +90,9 @@ def mini_train(seed: int, out: Path | None, only: tuple[str, ...], threads: int 
               help="Stochastic MirrorCheck: encoders drawn per image, of the profile's 3.")
 @click.option("--steps-sweep", default="1,2,5,10,20", show_default=True,
               help="Euler step counts for the detection-vs-cost sweep ('' to skip).")
+@click.option("--euler-steps", type=click.IntRange(min=0), default=0, show_default=True,
+              help="The generator's Euler steps for the detectors and the attacks alike (0: the profile's 10): "
+                   "the adaptive suite at a cheaper step count.")
 @click.option("--exit-share", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.8,
               show_default=True, help="Methods cascade and robust_cascade: the share of clean validation scenes "
                                       "their first stage may decide without regeneration (their budget).")
@@ -101,7 +105,7 @@ def mini_train(seed: int, out: Path | None, only: tuple[str, ...], threads: int 
               help="Also write the table as Markdown (as README shows it).")
 def mini_eval(json_path: Path, n: int, eps: str, attacks: str, methods: str, targets: str, n_val: int, fpr: float,
               attack_steps: int, adaptive_weight: float, stochastic_noise: float, stochastic_k: int, steps_sweep: str,
-              exit_share: float, seed: int, weights: Path | None,
+              euler_steps: int, exit_share: float, seed: int, weights: Path | None,
               private_weights: Path | None, markdown_path: Path | None) -> None:
     """Attack the mini captioner and measure every detector: the paper's table in miniature, with
     the adaptive attacks that break MirrorCheck and the robust defences measured against them."""
@@ -113,7 +117,8 @@ def mini_eval(json_path: Path, n: int, eps: str, attacks: str, methods: str, tar
                                 methods=tuple(methods.split(",")), targets=tuple(targets.split(",")), fpr=fpr,
                                 attack_steps=attack_steps, adaptive_weight=adaptive_weight,
                                 noise_scale=stochastic_noise, stochastic_k=stochastic_k,
-                                steps_sweep=_ints(steps_sweep), cascade_exit_share=exit_share)
+                                steps_sweep=_ints(steps_sweep), cascade_exit_share=exit_share,
+                                euler_steps=euler_steps)
     except ValueError as exc:
         raise click.BadParameter(str(exc)) from exc
     if {"private", "private_margin"} & set(settings.methods) and private_weights is None:
@@ -144,6 +149,45 @@ def mini_fusions(json_path: Path) -> None:
         auroc = "  n/a" if r["auroc"] is None else f"{r['auroc']:.3f}"
         click.echo(f"{r['attack']:10} eps {r['eps']:<3g} {r['rule']:12} auroc {auroc} "
                    f"undetected {r['undetected_success_rate']:.2f} clean fpr {r['clean_fpr_test']:.2f}")
+
+
+@mini.command("compare")
+@click.argument("candidate", type=click.Path(dir_okay=False, exists=True, path_type=Path))
+@click.argument("baseline", type=click.Path(dir_okay=False, exists=True, path_type=Path))
+@click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), help="Also write the rows here.")
+def mini_compare(candidate: Path, baseline: Path, json_path: Path | None) -> None:
+    """Two `mini eval --json` results on the same seed and n (e.g. `--euler-steps 5` against the
+    default 10), row by row: undetected-success and TPR at 1% FPR of each, and the paired
+    difference (candidate - baseline) with its standard error. Exit 1 if any row is worse beyond
+    two standard errors."""
+    from streamdetect.mini.eval.paired import compare_runs
+
+    try:
+        rows = compare_runs(json.loads(candidate.read_text()), json.loads(baseline.read_text()))
+    except (ValueError, KeyError) as exc:
+        raise click.BadParameter(str(exc), param_hint="CANDIDATE BASELINE") from exc
+    if not rows:
+        raise click.BadParameter("the two results share no (method, attack) row", param_hint="CANDIDATE BASELINE")
+    if json_path:
+        json_path.write_text(json.dumps(rows, indent=2))
+    click.echo(f"{'method':12} {'attack':24} {'undetected cand/base':>21} {'difference':>15} "
+               f"{'TPR@1%FPR cand/base':>20} {'difference':>15}  within noise")
+    for r in rows:
+        und, tpr = r["undetected_success_rate"], r["tpr_at_1pct_fpr"]
+        click.echo(f"{r['method']:12} {r['attack'] + '@' + str(r['aimed_at'] or '-'):24} "
+                   f"{und['candidate']:10.2f}/{und['baseline']:<10.2f} {_signed(und)} "
+                   f"{_num(tpr['candidate']):>9}/{_num(tpr['baseline']):<10} {_signed(tpr)}  "
+                   f"{'yes' if r['within_noise'] else 'NO'}")
+    if not all(r["within_noise"] for r in rows):
+        sys.exit(1)
+
+
+def _signed(metric: dict) -> str:
+    return f"{metric['difference']:+.2f} ± {metric['se']:.2f}".rjust(15)
+
+
+def _num(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.2f}"
 
 
 @mini.command("noise")

@@ -49,6 +49,8 @@ class WorkerMetrics:
                                registry=r)
         self.upload_seconds = Histogram("streamdetect_upload_seconds", "Seconds from consuming an upload to its "
                                         "outcome being on the broker.", buckets=SECONDS_BUCKETS, registry=r)
+        self.taken = Histogram("streamdetect_taken_batch_uploads", "Uploads the worker took as one unit (judged "
+                               "together, acknowledged once).", buckets=SIZE_BUCKETS, registry=r)
         self.verdicts = Counter("streamdetect_verdicts", "Published verdicts by outcome.", ["outcome"], registry=r)
         self.dead_letters = Counter("streamdetect_dead_letters", "Published dead letters by reason.", ["reason"],
                                     registry=r)

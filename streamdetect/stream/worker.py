@@ -2,10 +2,12 @@
 
 Life of an upload: the agent takes it from ``uploads`` (without auto-ack), admits it only if it
 is its partition's next offset (admission.py: faust can skip records around a rebalance),
-registers it with the OffsetTracker and starts a task for it; the task judges it
-(UploadHandler), publishes the verdict or dead letter and waits for the broker's
-acknowledgement (acks=all); then the tracker acks it to faust, in partition order, and faust
-commits. At most ``max_in_flight`` uploads are open at once: past that the agent stops
+registers it with the OffsetTracker and takes it into the current batch. A batch is what the
+polls brought (everything faust has buffered, at most ``take_batch``): one task judges its
+uploads together (UploadHandler; the pipeline's stages micro-batch them), sends each upload's
+verdict or dead letter as soon as it is judged, waits once for all the broker's
+acknowledgements (acks=all), and then the tracker acks them to faust, in partition order, and
+faust commits. At most ``max_in_flight`` uploads are open at once: past that the agent stops
 pulling, faust's stream buffer fills and faust pauses fetching, so a slow model never means
 unbounded buffering. A crash at any point leaves the upload uncommitted, and it is judged
 again after restart (at-least-once; verdicts are keyed by upload_id so readers can
@@ -84,36 +86,72 @@ def build_app(
     uploads = app.topic(settings.topic("uploads"))
     tasks: set[asyncio.Task[None]] = set()
 
-    async def publish(records: list[Record]) -> None:
+    async def send(records: list[Record]) -> list[asyncio.Future]:
         """Send through faust's producer itself (acks=all, the topics' request size), not through
-        faust's Topic.send, whose channel and callback machinery cost more than the send, per record."""
+        faust's Topic.send, whose channel and callback machinery cost more than the send, per
+        record; the futures resolve on the broker's acknowledgement."""
         producer = await app.maybe_start_producer()
-        futures = [await producer.send(r.topic, r.key, r.value, None, None, list(r.headers) or None)
-                   for r in records]
-        await asyncio.gather(*futures)
+        return [await producer.send(r.topic, r.key, r.value, None, None, list(r.headers) or None) for r in records]
 
-    async def process(event: faust.EventT) -> None:
-        message = event.message
-        source = Source(message.topic, message.partition, message.offset)
-        started = time.monotonic()
+    async def publish(records: list[Record]) -> None:
+        await asyncio.gather(*await send(records))
+
+    async def process(events: list[faust.EventT]) -> None:
+        """Judge a taken batch: each upload's records are sent as soon as it is judged (a slow
+        reference delays nobody's alert), the acknowledgements are awaited once for the batch,
+        and then its offsets are released together."""
+        started, sent, failed = time.monotonic(), [], []
+
+        async def judge(event: faust.EventT) -> list[Record]:
+            message = event.message
+            records = await handler.handle(event.value, Source(message.topic, message.partition, message.offset),
+                                           message.headers)
+            try:
+                sent.extend(await send(records))
+            except Exception as exc:  # noqa: BLE001 - the batch is published again below, with retries
+                failed.append(exc)
+            return records
+
         try:
-            records = await handler.handle(event.value, source, message.headers)
-            await _with_retries(publish, records, source)
-            metrics.count_published(records, **outputs)
-            metrics.upload_seconds.observe(time.monotonic() - started)
+            judged = await asyncio.gather(*(judge(event) for event in events))
+            await _acknowledged(sent, failed, publish, [r for records in judged for r in records],
+                                _source(events[0]))
+            for records in judged:
+                metrics.count_published(records, **outputs)
+                metrics.upload_seconds.observe(time.monotonic() - started)
         except Exception as exc:  # noqa: BLE001 - cannot publish: stop without committing
-            log.error("worker.publish_failed", source=source.as_dict(), error=str(exc))
+            log.error("worker.publish_failed", source=_source(events[0]).as_dict(), uploads=len(events),
+                      error=str(exc))
             await app.crash(exc)
             return
         finally:
-            gate.release()
-            metrics.in_flight.dec()
-        tracker.done(message.tp, message.offset)
+            for _ in events:
+                gate.release()
+            metrics.in_flight.dec(len(events))
+        for event in events:
+            tracker.done(event.message.tp, event.message.offset)
+
+    taken: list[faust.EventT] = []
+    take_size = min(settings.take_batch or settings.max_in_flight, settings.max_in_flight)
+
+    def start_taken() -> None:
+        """Hand what was taken so far to its own task: when the batch is full, when nothing more
+        is buffered (what the polls brought is all taken), or before the agent waits for room in
+        flight; a batch is never held back waiting for more."""
+        if not taken:
+            return
+        metrics.taken.observe(len(taken))
+        task = asyncio.create_task(process(taken.copy()))
+        taken.clear()
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
 
     @app.agent(uploads)
     async def check(stream: faust.StreamT) -> None:
+        buffered = stream.channel.queue  # the records faust has fetched and the agent has not taken
         async for event in stream.noack().events():
             if health.broken is not None:  # the models keep failing: take nothing more, commit nothing more
+                start_taken()
                 log.error("worker.out_of_service", why=health.broken, action="restart the worker")
                 await asyncio.Event().wait()  # until SIGTERM or the orchestrator's restart; nothing is acked
             try:
@@ -122,14 +160,18 @@ def build_app(
                 log.error("worker.admission_failed", partition=str(event.message.tp), error=str(exc))
                 await app.crash(exc)
                 return
-            if not admitted:
-                continue  # never acked: faust forgets it, and the partition's replay brings it back
+            if not admitted:  # never acked: faust forgets it, and the partition's replay brings it back
+                if buffered.empty():
+                    start_taken()
+                continue
+            if gate.locked():
+                start_taken()  # what is taken goes on now, so that it can free room
             await gate.acquire()
             metrics.in_flight.inc()
             tracker.track(event.message.tp, event.message.offset, event.ack)
-            task = asyncio.create_task(process(event))
-            tasks.add(task)
-            task.add_done_callback(tasks.discard)
+            taken.append(event)
+            if len(taken) >= take_size or buffered.empty():
+                start_taken()
 
     @app.on_partitions_revoked.connect
     async def on_revoked(app: faust.App, revoked: set[TP], **_: object) -> None:
@@ -175,6 +217,22 @@ async def check_topics(settings: Settings) -> None:
     """The worker's four topics exist, or MissingTopics says which do not and how to make them."""
     await require_topics(settings.bootstrap, [settings.topic(n) for n in ("uploads", "audit", "alerts", "dlq")],
                          settings.topic_prefix)
+
+
+def _source(event: faust.EventT) -> Source:
+    return Source(event.message.topic, event.message.partition, event.message.offset)
+
+
+async def _acknowledged(sent: list[asyncio.Future], failed: list[BaseException], publish,  # type: ignore[no-untyped-def]
+                        records: list[Record], source: Source) -> None:
+    """Wait once for every acknowledgement of a batch's sends; if any send failed, publish the
+    whole batch again with retries (records are keyed by upload_id: a repeat is a duplicate that
+    readers de-duplicate, never a loss)."""
+    errors = failed + [r for r in await asyncio.gather(*sent, return_exceptions=True) if isinstance(r, BaseException)]
+    if errors:
+        log.warning("worker.publish_retry", source=source.as_dict(), attempt=0, records=len(records),
+                    error=str(errors[0]))
+        await _with_retries(publish, records, source)
 
 
 async def _with_retries(publish, records: list[Record], source: Source) -> None:  # type: ignore[no-untyped-def]

@@ -82,6 +82,7 @@ class BenchSettings:
     mutations: int = 6
     target_generations: int = 4  # attacker's generations per target caption (EoT over the regeneration)
     cascade_exit_share: float = 0.8  # the cascades' budget: clean validation share let through unregenerated
+    euler_steps: int = 0  # the generator's Euler steps, for the detector and the attacks alike; 0: the profile's 10
 
 
 def easiest_targets(landed: list[str], clean: list[str], fallback: list[str]) -> list[str]:
@@ -105,6 +106,10 @@ class MiniBench:
         self.settings = settings
         self.weights = Path(weights).expanduser().resolve()  # a spec names a folder only as an absolute path
         self.models: ModelSet = load_models(mini_profile(self.weights))
+        if settings.euler_steps:
+            generator = self.models.generator
+            self.models.generator = Generator.load(
+                f"{generator.spec.split('?')[0]}?steps={settings.euler_steps}&guidance={generator.guidance:g}")
         self.whitebox = WhiteBoxCaptioner(self.models.captioner)
         self.clips = [DomainClip(self.weights / name) for name in MINI_ENCODERS]
         self.surrogate = DomainClip(self.weights / SURROGATE)

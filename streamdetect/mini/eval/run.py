@@ -59,6 +59,7 @@ class EvalSettings:
     mutations: int = 6
     target_generations: int = 4
     cascade_exit_share: float = 0.8
+    euler_steps: int = 0  # 0: the profile's own step count
     steps_sweep: tuple[int, ...] = (1, 2, 5, 10, 20)
 
     def __post_init__(self) -> None:
@@ -71,6 +72,8 @@ class EvalSettings:
                 raise ValueError(f"unknown {name} {unknown}; expected some of {', '.join(known)}")
         for eps in self.eps:
             PGDSettings(eps)  # validates
+        if self.euler_steps < 0:
+            raise ValueError(f"euler_steps={self.euler_steps}: expected >= 1, or 0 for the profile's own")
         if any(s < 1 for s in self.steps_sweep):
             raise ValueError(f"steps_sweep {self.steps_sweep}: every entry must be >= 1")
         if not 0 < self.fpr < 0.5:
