@@ -89,16 +89,18 @@ class Settings(BaseSettings):
                                       description="Stochastic mode: encoders drawn per upload (k); 0 = all.")
     noise_scale: float = Field(5e-4, ge=0.0, le=0.1, allow_inf_nan=False,
                                description="Stochastic mode: std of the one-time weight noise (paper: 5e-6 to 1e-3).")
-    cascade: Literal["off", "agreement"] = Field("off", description="off: every upload is regenerated "
-                                                 "(MirrorCheck); agreement: an upload whose caption the encoders "
-                                                 "confidently agree with is decided clean without a text-to-image "
-                                                 "call (README, The cascade).")
+    cascade: Literal["off", "agreement", "margin"] = Field(
+        "off", description="off: every upload is regenerated (MirrorCheck); agreement: an upload whose caption "
+                           "the encoders confidently agree with is decided clean without a text-to-image call; "
+                           "margin: the same when the caption beats the captioner's own next likeliest captions "
+                           "under the encoders (recommended; README, The cascade).")
     cascade_exit_share: float = Field(0.8, gt=0.0, lt=1.0, allow_inf_nan=False,
                                       description="calibrate: the share of clean uploads the cascade's exit "
                                                   "threshold lets skip regeneration (its budget).")
     cascade_exit_threshold: float | None = Field(None, ge=-1.0, le=1.0, allow_inf_nan=False,
-                                                 description="Caption agreement at or above which the cascade "
-                                                             "exits clean; unset = the threshold file's.")
+                                                 description="First-stage score (caption agreement or margin) at "
+                                                             "or above which the cascade exits clean; unset = the "
+                                                             "threshold file's.")
     threshold_file: str | None = Field(None, json_schema_extra=_flags(path="file"),
                                        description="Threshold fitted by `streamdetect calibrate`; replaces threshold.")
     # Batching and flow control

@@ -113,8 +113,63 @@ def test_bench_cascade_runs_both_detectors_on_one_stream(tmp_path: Path) -> None
     result = CliRunner().invoke(main, ["bench-cascade", "--profile", "mini", "--uploads", "20", "--n-val", "20",
                                        "--budgets", "0.8", "--attacked-share", "0.05", "--json", str(out)])
     assert result.exit_code == 0, result.output
-    assert "always" in result.output and "cascade_0.8" in result.output
+    assert "always" in result.output and "agreement_0.8" in result.output and "margin_0.8" in result.output
     rows = {r["detector"]: r for r in json.loads(out.read_text())["rows"]}
-    assert rows["always"]["skipped_regeneration"] == 0 and rows["cascade_0.8"]["skipped_regeneration"] > 0
-    assert rows["always"]["attacks"] == rows["cascade_0.8"]["attacks"] == 1
-    assert rows["always"]["uploads"] == rows["cascade_0.8"]["uploads"] == 20
+    assert rows["always"]["skipped_regeneration"] == 0
+    for cascade in ("agreement_0.8", "margin_0.8"):
+        assert rows[cascade]["skipped_regeneration"] > 0 and rows[cascade]["first_stage"] == cascade.split("_")[0]
+        assert rows["always"]["attacks"] == rows[cascade]["attacks"] == 1
+        assert rows["always"]["uploads"] == rows[cascade]["uploads"] == 20
+
+
+def test_the_margin_first_stage_measures_the_caption_against_the_captioners_rivals() -> None:
+    images = make_split(0, "val", 6)[0]
+    exited = judge(Settings(profile="mini", cascade="margin", cascade_exit_threshold=-1.0), images)
+    assert all(v.decided_by == "first_stage" and v.regenerated is None for v in exited)
+    for v in exited:
+        block = v.cascade
+        assert block["first_stage"] == "margin" and "agreement" not in block and v.score == block["margin"]
+        assert 1 <= len(block["rivals"]) <= 4 and v.caption not in block["rivals"]
+    # Clean scenes: the captioner's own caption fits better than its rivals under the encoders.
+    assert sum(v.score > 0 for v in exited) >= 5, [v.score for v in exited]
+    regenerated = judge(Settings(profile="mini", cascade="margin", cascade_exit_threshold=1.0), images)
+    assert all(v.decided_by == "regeneration" and v.cascade["exited"] is False for v in regenerated)
+    upload = events.Upload(upload_id="u0", image="s3://b/k")
+    for verdict in (exited[0], regenerated[0]):  # the wire schema takes both
+        events.VerdictEvent.build(verdict.as_dict(), upload, events.Source("uploads", 0, 0), "w", "setting",
+                                  events.image_description("s3://b/k", b"x"),
+                                  {"store": None, "input": None, "regenerated": None})
+
+
+def test_calibrate_fits_the_margin_exit_and_refuses_a_file_fitted_for_the_other_first_stage(tmp_path: Path) -> None:
+    clean = tmp_path / "clean"
+    clean.mkdir()
+    for i, image in enumerate(make_split(0, "val", 10)[0]):
+        image.save(clean / f"{i:03d}.png")
+    target = tmp_path / "threshold.json"
+    result = CliRunner().invoke(main, ["calibrate", "--profile", "mini", "--cascade", "margin",
+                                       "--cascade-exit-share", "0.5", "--clean-dir", str(clean), "--target-fpr", "0.1",
+                                       "--threshold-file", str(target)])
+    assert result.exit_code == 0, result.output
+    record = json.loads(target.read_text())
+    assert record["cascade"]["mode"] == "margin" and record["cascade"]["exited_on_fit"] == 0.5
+    fitted = cascade_settings(Settings(profile="mini", cascade="margin", threshold_file=str(target)))
+    assert fitted.first_stage == "margin" and fitted.exit_threshold == record["cascade"]["exit_threshold"]
+    with pytest.raises(ConfigError, match="fitted for cascade=margin"):
+        cascade_settings(Settings(profile="mini", cascade="agreement", threshold_file=str(target)))
+
+
+def test_audit_margin_verdicts_give_their_margin_and_a_mixed_log_is_refused(tmp_path: Path) -> None:
+    fp = {"mode": "vanilla", "captioner": "c", "generators": ["g"], "encoders": ["e"], "encoders_per_request": None,
+          "noise_scale": None}
+    margin = {"first_stage": "margin", "margin": 0.05, "rivals": ["x"], "exit_threshold": 0.01, "exited": True,
+              "scores": {}}
+    line = json.dumps({"upload_id": "a", "score": 0.05, "decided_by": "first_stage",
+                       "models": {"captioner": "c", "generator": None, "encoders": ["e"]}, "cascade": margin})
+    found = audit_scores([line], fp)
+    assert found.agreements == {"a": 0.05} and found.first_stage_kinds == {"margin"}
+    audit = tmp_path / "audit.jsonl"
+    audit.write_text(line + "\n")
+    result = CliRunner().invoke(main, ["calibrate", "--profile", "mini", "--cascade", "agreement", "--audit",
+                                       str(audit), "--threshold-file", str(tmp_path / "t.json")])
+    assert result.exit_code != 0 and "first stage margin, not agreement" in result.output, result.output

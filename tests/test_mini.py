@@ -228,3 +228,14 @@ def test_the_robust_cascade_is_no_easier_to_evade_than_always_regenerating():
         und, tpr = pair["undetected_success_rate"], pair["tpr_at_1pct_fpr"]
         assert und["difference"] <= 2 * und["se"] + 1e-9, pair
         assert -tpr["difference"] <= 0.2, pair
+
+
+def test_captioner_rivals_come_from_its_own_beam_without_the_caption(mini_models):
+    images = to_images(to_tensor(make_split(0, "test", 4)[0]))
+    captions = mini_models.captioner.caption(images)
+    rivals = mini_models.captioner.rivals(images, captions, k=3)
+    assert len(rivals) == len(images)
+    for caption, theirs in zip(captions, rivals):
+        assert 1 <= len(theirs) <= 3 and caption not in theirs and len(set(theirs)) == len(theirs)
+    assert rivals == mini_models.captioner.rivals(images, captions, k=3)  # deterministic
+    assert mini_models.captioner.rivals([], [], k=3) == []

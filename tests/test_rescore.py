@@ -162,8 +162,10 @@ def test_from_topic_reads_the_audit_topic_in_the_cli_layer(monkeypatch: pytest.M
     assert "0 of 1 records" in result.stdout
 
 
-def test_verdicts_the_cascade_decided_rescore_to_their_agreement(mini_models: Any, tmp_path: Path) -> None:
-    settings = Settings(profile="mini", evidence_store=str(tmp_path / "ev"), evidence_of="all", cascade="agreement",
+@pytest.mark.parametrize("first_stage", ["agreement", "margin"])
+def test_verdicts_the_cascade_decided_rescore_to_their_first_stage_score(mini_models: Any, tmp_path: Path,
+                                                                         first_stage: str) -> None:
+    settings = Settings(profile="mini", evidence_store=str(tmp_path / "ev"), evidence_of="all", cascade=first_stage,
                         cascade_exit_threshold=-1.0)  # every upload exits at the first stage
     verdicts = _judge(settings, mini_models, [_inline_upload(f"c{i}", im) for i, im in enumerate(_scenes(2))])
     assert all(v["decided_by"] == "first_stage" and v["evidence"]["regenerated"] is None for v in verdicts)

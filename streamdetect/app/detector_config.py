@@ -78,7 +78,7 @@ def cascade_settings(settings: Settings) -> Any:
     if settings.mode != "vanilla":
         raise ConfigError("setting cascade: the cascade runs with mode=vanilla only")
     if settings.cascade_exit_threshold is not None:
-        return CascadeSettings(settings.cascade_exit_threshold)
+        return CascadeSettings(settings.cascade_exit_threshold, first_stage=settings.cascade)
     if settings.threshold_file:
         from streamdetect.detector.threshold_file import ThresholdFileError, read_cascade
 
@@ -87,10 +87,14 @@ def cascade_settings(settings: Settings) -> Any:
         except ThresholdFileError as exc:
             raise ConfigError(str(exc)) from exc
         if fitted is not None:
-            return CascadeSettings(fitted["exit_threshold"], fitted.get("exit_share"))
-    raise ConfigError("setting cascade=agreement needs an exit threshold: run `streamdetect calibrate --cascade "
-                      "agreement --clean-dir CLEAN/ --threshold-file FILE` and pass --threshold-file FILE, or set "
-                      "cascade_exit_threshold")
+            if fitted.get("mode", "agreement") != settings.cascade:
+                raise ConfigError(f"setting cascade={settings.cascade}: the threshold file's exit threshold was "
+                                  f"fitted for cascade={fitted.get('mode', 'agreement')}; calibrate again with "
+                                  f"--cascade {settings.cascade}")
+            return CascadeSettings(fitted["exit_threshold"], fitted.get("exit_share"), settings.cascade)
+    raise ConfigError(f"setting cascade={settings.cascade} needs an exit threshold: run `streamdetect calibrate "
+                      f"--cascade {settings.cascade} --clean-dir CLEAN/ --threshold-file FILE` and pass "
+                      "--threshold-file FILE, or set cascade_exit_threshold")
 
 
 def threshold_source(settings: Settings) -> str:

@@ -26,6 +26,7 @@ class CascadeBench:
     n: int = 300  # uploads in the stream
     attacked_share: float = 0.01
     budgets: tuple[float, ...] = (0.8, 0.9, 0.95)  # exit shares of clean validation traffic
+    first_stages: tuple[str, ...] = ("agreement", "margin")
     n_val: int = 100  # clean validation scenes the thresholds are fitted on
     target_fpr: float = 0.02
     eps: float = 8.0
@@ -52,7 +53,7 @@ def stream(models: Any, config: CascadeBench) -> tuple[list[Image.Image], list[b
 
 def fit(models: Any, config: CascadeBench) -> dict[str, Any]:
     """Clean validation scores of both signals, and the thresholds of each detector."""
-    from streamdetect.detector import agreement, agreement_scores, fit_exit, score_pairs
+    from streamdetect.detector import RIVALS, agreement, agreement_scores, fit_exit, margin_scores, score_pairs
     from streamdetect.detector.cascade import cascade_score
     from streamdetect.detector.mirrorcheck import ensemble_score
     from streamdetect.detector.thresholds import fit_target_fpr
@@ -62,13 +63,17 @@ def fit(models: Any, config: CascadeBench) -> dict[str, Any]:
     captions = models.captioner.caption(images)
     regenerated = models.generator.generate(captions, list(range(len(images))))
     mirror = [ensemble_score(s) for s in score_pairs(models.encoders, images, regenerated)]
-    agreed = [agreement(s) for s in agreement_scores(models.encoders, images, captions)]
+    first = {"agreement": lambda: agreement_scores(models.encoders, images, captions),
+             "margin": lambda: margin_scores(models.encoders, images, captions,
+                                             models.captioner.rivals(images, captions, RIVALS))}
     out: dict[str, Any] = {"always": {"threshold": fit_target_fpr(mirror, config.target_fpr).threshold}}
-    for budget in config.budgets:
-        exit_at = fit_exit(agreed, budget)
-        mixed = [cascade_score(a, m, exit_at) for a, m in zip(agreed, mirror)]
-        out[f"cascade_{budget:g}"] = {"threshold": fit_target_fpr(mixed, config.target_fpr).threshold,
-                                      "exit_threshold": exit_at, "exit_share": budget}
+    for kind in config.first_stages:
+        agreed = [agreement(s) for s in first[kind]()]
+        for budget in config.budgets:
+            exit_at = fit_exit(agreed, budget)
+            mixed = [cascade_score(a, m, exit_at) for a, m in zip(agreed, mirror)]
+            out[f"{kind}_{budget:g}"] = {"threshold": fit_target_fpr(mixed, config.target_fpr).threshold,
+                                         "exit_threshold": exit_at, "exit_share": budget, "first_stage": kind}
     return out
 
 
@@ -78,7 +83,8 @@ async def judge(models: Any, images: list[Image.Image], fitted: dict[str, Any], 
     from streamdetect.detector import CascadeSettings
     from streamdetect.pipeline.engine import Pipeline, Request
 
-    cascade = CascadeSettings(fitted["exit_threshold"], fitted["exit_share"]) if "exit_threshold" in fitted else None
+    cascade = CascadeSettings(fitted["exit_threshold"], fitted["exit_share"], fitted["first_stage"]) \
+        if "exit_threshold" in fitted else None
     pipeline = Pipeline(models.captioner, models.generator, models.encoders, threshold=fitted["threshold"],
                         batching=stage_settings(settings), cascade=cascade)
     try:

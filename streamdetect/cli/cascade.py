@@ -22,6 +22,15 @@ def _budgets(ctx: click.Context, param: click.Parameter, value: str) -> tuple[fl
     return budgets
 
 
+def _first_stages(ctx: click.Context, param: click.Parameter, value: str) -> tuple[str, ...]:
+    from streamdetect.detector.cascade import FIRST_STAGES
+
+    kinds = tuple(k.strip() for k in value.split(",") if k.strip())
+    if not kinds or set(kinds) - set(FIRST_STAGES):
+        raise click.BadParameter(f"expected some of {', '.join(FIRST_STAGES)}, got {value!r}")
+    return kinds
+
+
 @click.command("bench-cascade")
 @setting_options(*(n for n in MODEL_SETTINGS if n not in ("mode", "encoder_zoo", "generator_zoo",
                                                            "encoders_per_request", "noise_scale")))
@@ -31,14 +40,17 @@ def _budgets(ctx: click.Context, param: click.Parameter, value: str) -> tuple[fl
               show_default=True, help="Share of the stream that is PGD-attacked (eps 8/255, toward a wrong caption).")
 @click.option("--budgets", default="0.8,0.9,0.95", show_default=True, callback=_budgets,
               help="Exit budgets to measure: the share of clean validation scenes the first stage may decide.")
+@click.option("--first-stages", default="agreement,margin", show_default=True, callback=_first_stages,
+              help="The cascade's first stages to measure (comma-separated): agreement, margin.")
 @click.option("--n-val", type=click.IntRange(min=20), default=100, show_default=True,
               help="Clean validation scenes both detectors' thresholds are fitted on.")
 @click.option("--target-fpr", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.02,
               show_default=True, help="FPR both detectors' MirrorCheck thresholds are fitted for.")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), help="Also write the result here.")
 @click.pass_context
-def bench_cascade(ctx: click.Context, n: int, attacked_share: float, budgets: tuple[float, ...], n_val: int,
-                  target_fpr: float, json_path: Path | None, **overrides: Any) -> None:
+def bench_cascade(ctx: click.Context, n: int, attacked_share: float, budgets: tuple[float, ...],
+                  first_stages: tuple[str, ...], n_val: int, target_fpr: float, json_path: Path | None,
+                  **overrides: Any) -> None:
     """Judge one stream of mostly clean mini scenes (and a few attacked ones) always regenerating,
     then with the cascade at each exit budget, on the same models in one run: throughput and its
     ratio, the share of uploads that skipped regeneration, attacks flagged and clean FPR. Mini
@@ -49,7 +61,7 @@ def bench_cascade(ctx: click.Context, n: int, attacked_share: float, budgets: tu
     from streamdetect.bench.cascade import CascadeBench, format_cascade, run_cascade_bench
 
     result = run_cascade_bench(settings, CascadeBench(n=n, attacked_share=attacked_share, budgets=budgets,
-                                                      n_val=n_val, target_fpr=target_fpr))
+                                                      first_stages=first_stages, n_val=n_val, target_fpr=target_fpr))
     if json_path:
         json_path.write_text(json.dumps(result, indent=2))
     click.echo(format_cascade(result))

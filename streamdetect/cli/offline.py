@@ -127,8 +127,8 @@ def calibrate_command(ctx: click.Context, audit_path: str | None, clean_dir: Pat
     where the worker reads it (threshold_file). Reports how many samples were used and the
     confidence interval of the FPR the threshold will have on new clean traffic. Moderators'
     labels (--labels) take uploads confirmed as attacks out of the clean set and count
-    dismissed false positives in; the report says how many of each. With --cascade agreement it
-    also fits the cascade's exit threshold, on the clean samples' caption agreement, for the
+    dismissed false positives in; the report says how many of each. With --cascade agreement or
+    margin it also fits the cascade's exit threshold, on the clean samples' first-stage scores, for the
     budget --cascade-exit-share (the share of clean uploads that may skip regeneration).
 
     \b
@@ -161,6 +161,11 @@ def calibrate_command(ctx: click.Context, audit_path: str | None, clean_dir: Pat
             found = read_audit_file(audit_path, fp)
             scores, source, by_upload, agreements = found.scores, audit_source(audit_path, found), found.by_upload, \
                 found.agreements
+            if cascade and found.first_stage_kinds - {settings.cascade}:
+                raise click.ClickException(
+                    f"the audit log's verdicts recorded the first stage {', '.join(sorted(found.first_stage_kinds))}, "
+                    f"not {settings.cascade}: fit --cascade {settings.cascade} on a clean folder (--clean-dir), or on "
+                    f"an audit log of a worker run with it")
         else:
             agreed: list[float] | None = [] if cascade else None
             scores, source = _clean_folder(settings, clean_dir, recursive, max_samples, agreed)  # type: ignore[arg-type]
@@ -168,7 +173,8 @@ def calibrate_command(ctx: click.Context, audit_path: str | None, clean_dir: Pat
             agreements = {str(i): a for i, a in enumerate(agreed or [])}
         section = None
         if cascade:
-            scores, section, source = _cascade_fit(by_upload, agreements, settings.cascade_exit_share, source)
+            scores, section, source = _cascade_fit(by_upload, agreements, settings.cascade_exit_share, source,
+                                                   settings.cascade)
         if not scores:
             raise click.ClickException(f"no clean scores to fit on ({source})")
         record = fit_record(scores, target_fpr, confidence, fp, source)
@@ -181,7 +187,7 @@ def calibrate_command(ctx: click.Context, audit_path: str | None, clean_dir: Pat
 
 
 def _cascade_fit(mirrorcheck: dict[str, float], agreements: dict[str, float], exit_share: float,
-                 source: str) -> tuple[list[float], dict[str, Any], str]:
+                 source: str, mode: str) -> tuple[list[float], dict[str, Any], str]:
     """The exit threshold for the budget, and the cascade's scores that the MirrorCheck threshold
     is then fitted on (so the target FPR is the whole cascade's)."""
     from streamdetect.detector.threshold_file import cascade_record
@@ -190,7 +196,7 @@ def _cascade_fit(mirrorcheck: dict[str, float], agreements: dict[str, float], ex
     if not agreements:
         raise click.ClickException(f"no caption agreement to fit the cascade on ({source}): an audit log needs "
                                    "verdicts from a worker with the cascade on")
-    section = cascade_record(list(agreements.values()), exit_share)
+    section = cascade_record(list(agreements.values()), exit_share, mode)
     scores, missing = cascade_scores(mirrorcheck, agreements, section["exit_threshold"])
     note = f"; cascade: {len(agreements)} agreements, {missing} without a MirrorCheck score left out" \
         if missing else f"; cascade: {len(agreements)} agreements"

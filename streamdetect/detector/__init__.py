@@ -1,6 +1,6 @@
 """MirrorCheck scoring and decisions. Knows tensors, not Kafka nor where images came from."""
 
-from streamdetect.detector.cascade import CascadeSettings, agreement, agreement_scores, fit_exit
+from streamdetect.detector.cascade import RIVALS, CascadeSettings, agreement, agreement_scores, fit_exit, margin_scores
 from streamdetect.detector.mirrorcheck import Verdict, cosine_scores, decide, score_pairs
 from streamdetect.detector.stochastic import (
     Draw,
@@ -14,7 +14,7 @@ from streamdetect.detector.stochastic import (
 )
 
 __all__ = [
-    "CascadeSettings", "Draw", "PairToScore", "StochasticSettings", "Verdict", "agreement", "agreement_scores",
-    "fit_exit", "cosine_scores", "decide", "draw", "new_seed",
+    "RIVALS", "CascadeSettings", "Draw", "PairToScore", "StochasticSettings", "Verdict", "agreement", "agreement_scores",
+    "fit_exit", "margin_scores", "cosine_scores", "decide", "draw", "new_seed",
     "perturbed", "rescore", "score_batch", "score_pairs",
 ]

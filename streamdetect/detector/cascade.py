@@ -1,7 +1,9 @@
 """The cascade's first stage: does the caption fit the picture, under the detector's own
-encoders' text towers? An upload whose caption agrees with it confidently (mean cosine of
-image and caption embeddings at or above ``exit_threshold``) is decided clean without a
-text-to-image call; every other upload goes on to regeneration, and MirrorCheck decides.
+encoders' text towers? An upload whose caption agrees with it confidently (first stage
+``agreement``: mean cosine of image and caption embeddings at or above ``exit_threshold``; or
+``margin``: how much better the caption fits than the captioner's own next likeliest captions)
+is decided clean without a text-to-image call; every other upload goes on to regeneration, and
+MirrorCheck decides.
 
 The exit threshold is fitted on clean traffic only, for a budget: the share of clean uploads
 allowed to skip regeneration (``fit_exit``). An attack must make the caption wrong, and a wrong
@@ -27,10 +29,19 @@ class TextImageEncoder(Protocol):
     def embed_text(self, captions: list[str]) -> torch.Tensor: ...
 
 
+FIRST_STAGES = ("agreement", "margin")
+RIVALS = 4  # the captioner's beam alternatives a caption must beat (first stage "margin")
+
+
 @dataclass(frozen=True)
 class CascadeSettings:
-    exit_threshold: float  # mean caption agreement at or above which an upload exits clean
+    exit_threshold: float  # first-stage score at or above which an upload exits clean
     exit_share: float | None = None  # the clean share the threshold was fitted to let through
+    first_stage: str = "agreement"  # agreement, or margin (the caption against the captioner's own rivals)
+
+    def __post_init__(self) -> None:
+        if self.first_stage not in FIRST_STAGES:
+            raise ValueError(f"first_stage {self.first_stage!r}: expected one of {', '.join(FIRST_STAGES)}")
 
 
 def agreement_scores(encoders: Sequence[TextImageEncoder], images: list[Image.Image],
@@ -44,6 +55,30 @@ def agreement_scores(encoders: Sequence[TextImageEncoder], images: list[Image.Im
         sims = (encoder.embed(images) * encoder.embed_text(captions)).sum(-1).clamp(-1.0, 1.0)
         for scores, sim in zip(out, sims.tolist()):
             scores[encoder.name] = float(sim)
+    return out
+
+
+def margin_scores(encoders: Sequence[TextImageEncoder], images: list[Image.Image], captions: list[str],
+                  rivals: list[list[str]]) -> list[dict[str, float]]:
+    """Per image, each encoder's margin of the caption over its best rival (cosine with the image,
+    caption minus best rival, clamped to [-1, 1]; no rival counts as a rival at cosine -1). Under
+    robust encoders an attacker who forces a wrong caption must also make it beat the captions
+    the captioner itself found next likeliest, the true one often among them (README "The
+    cascade"): the adaptive attacks of `mini eval` push far fewer images over this band."""
+    if not len(images) == len(captions) == len(rivals):
+        raise ValueError(f"{len(images)} images, {len(captions)} captions and {len(rivals)} rival lists")
+    flat = [r for theirs in rivals for r in theirs]
+    owners = torch.tensor([i for i, theirs in enumerate(rivals) for _ in theirs], dtype=torch.long)
+    out: list[dict[str, float]] = [{} for _ in images]
+    for encoder in encoders:
+        image = encoder.embed(images)
+        own = (image * encoder.embed_text(captions)).sum(-1)
+        best = torch.full_like(own, -1.0)
+        if flat:
+            sims = (image[owners] * encoder.embed_text(flat)).sum(-1)
+            best = best.scatter_reduce(0, owners, sims, reduce="amax")
+        for scores, value in zip(out, (own - best).clamp(-1.0, 1.0).tolist()):
+            scores[encoder.name] = float(value)
     return out
 
 

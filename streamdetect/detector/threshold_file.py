@@ -64,13 +64,14 @@ def read_threshold(path: str | Path, fingerprint: dict[str, Any]) -> float:
     return float(threshold)
 
 
-def cascade_record(agreements: list[float], exit_share: float) -> dict[str, Any]:
-    """The cascade section of a threshold file: the exit threshold fitted on clean agreements."""
+def cascade_record(agreements: list[float], exit_share: float, mode: str = "agreement") -> dict[str, Any]:
+    """The cascade section of a threshold file: the exit threshold fitted on clean first-stage
+    scores (caption agreements or margins, as ``mode`` says)."""
     from streamdetect.detector.cascade import fit_exit
 
     threshold = fit_exit(agreements, exit_share)
     exited = sum(a >= threshold for a in agreements)
-    return {"mode": "agreement", "exit_threshold": threshold, "exit_share": exit_share, "n": len(agreements),
+    return {"mode": mode, "exit_threshold": threshold, "exit_share": exit_share, "n": len(agreements),
             "exited_on_fit": exited / len(agreements)}
 
 

@@ -48,3 +48,23 @@ class Captioner:
             )
         texts = self.processor.batch_decode(tokens, skip_special_tokens=True)
         return [" ".join(text.split()) for text in texts]
+
+    def rivals(self, images: list[Image.Image], captions: list[str], k: int = 4,
+               max_new_tokens: int = 20) -> list[list[str]]:
+        """Per image, up to ``k`` other captions the captioner itself finds likely (a beam search of
+        width k + 1, deterministic), without the image's own caption: the rivals the caption must
+        beat under the encoders for the cascade's margin first stage."""
+        if not images:
+            return []
+        inputs = self.processor(images=[im.convert("RGB") for im in images], return_tensors="pt")
+        pixel_values = inputs["pixel_values"].to(self.device, self.dtype)
+        width = k + 1
+        with torch.inference_mode():
+            tokens = self.model.generate(pixel_values=pixel_values, max_new_tokens=max_new_tokens, do_sample=False,
+                                         num_beams=width, num_return_sequences=width)
+        texts = [" ".join(t.split()) for t in self.processor.batch_decode(tokens, skip_special_tokens=True)]
+        out = []
+        for i, caption in enumerate(captions):
+            beam = list(dict.fromkeys(texts[i * width:(i + 1) * width]))  # in order, without repeats
+            out.append([t for t in beam if t != caption][:k])
+        return out

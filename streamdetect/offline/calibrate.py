@@ -37,6 +37,18 @@ class AuditScores:
     # how many were decided by the first stage (their score is the agreement, not MirrorCheck's).
     agreements: dict[str, float] = field(default_factory=dict)
     first_stage: int = 0
+    first_stage_kinds: set[str] = field(default_factory=set)  # agreement, margin: which first stage recorded them
+
+
+def _first_stage_score(verdict: dict[str, Any], kinds: set[str]) -> Any:
+    """The cascade's first-stage score a verdict recorded (its caption agreement, or its margin
+    over the captioner's rivals), noting which kind it was; None without a cascade block."""
+    block = verdict.get("cascade")
+    if not isinstance(block, dict):
+        return None
+    kind = block.get("first_stage", "agreement")
+    kinds.add(str(kind))
+    return block.get("margin") if kind == "margin" else block.get("agreement")
 
 
 def audit_scores(lines: Iterable[str], fingerprint: dict[str, Any]) -> AuditScores:
@@ -53,7 +65,7 @@ def audit_scores(lines: Iterable[str], fingerprint: dict[str, Any]) -> AuditScor
         except (ValueError, KeyError, TypeError):
             out.unreadable += 1
             continue
-        agreed = (verdict.get("cascade") or {}).get("agreement")
+        agreed = _first_stage_score(verdict, out.first_stage_kinds)
         if verdict.get("decided_by") == "first_stage":
             if _same_encoders(verdict, fingerprint) and isinstance(agreed, (int, float)):
                 out.first_stage += 1
@@ -225,7 +237,8 @@ def clean_folder_scores(settings: Settings, folder: Path, recursive: bool, max_s
     if not items:
         raise ValueError(f"no images in {folder}")
     models = load_detector_models(settings)
-    options = RunOptions(seed=settings.seed, batch=settings.max_batch, agreement=agreements is not None)
+    options = RunOptions(seed=settings.seed, batch=settings.max_batch, agreement=agreements is not None,
+                         first_stage=settings.cascade if settings.cascade != "off" else "agreement")
     scored = score_items(items, models, stochastic_settings(settings), options, progress)
     if agreements is not None:
         agreements += [s.agreement for s in scored if s.agreement is not None]

@@ -251,15 +251,23 @@ class Rescorer:
         result.recomputed_regeneration = hashlib.sha256(png_bytes(regenerated)).hexdigest()
 
     def _rescore_first_stage(self, verdict: Mapping[str, Any], result: RescoreResult) -> None:
-        """A verdict the cascade's first stage decided: its caption agreement, recomputed."""
-        from streamdetect.detector import agreement, agreement_scores
+        """A verdict the cascade's first stage decided: its caption agreement (or its margin over the
+        rivals the verdict recorded), recomputed."""
+        from streamdetect.detector import agreement, agreement_scores, margin_scores
 
         missing = [s for s in verdict["models"]["encoders"] if s not in self.encoders]
         if missing:
             raise CannotRescore(f"made with {', '.join(missing)}, not loaded by {self.zoo_name}")
         image, result.image_from = self.images.get(verdict)
         encoders = [self.encoders[s] for s in verdict["models"]["encoders"]]
-        result.recomputed_scores = agreement_scores(encoders, [image], [verdict["caption"]])[0]
+        block = verdict.get("cascade") or {}
+        if block.get("first_stage") == "margin":
+            rivals = block.get("rivals")
+            if not isinstance(rivals, list) or not all(isinstance(r, str) for r in rivals):
+                raise CannotRescore("a margin first-stage verdict without its rivals")
+            result.recomputed_scores = margin_scores(encoders, [image], [verdict["caption"]], [rivals])[0]
+        else:
+            result.recomputed_scores = agreement_scores(encoders, [image], [verdict["caption"]])[0]
         result.recomputed = agreement(result.recomputed_scores)
 
     @staticmethod

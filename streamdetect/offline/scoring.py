@@ -21,7 +21,8 @@ class RunOptions:
     draw_seed: int | None = None  # one draw for every item (the reference's 'config' sampling)
     batch: int = 8
     regenerated_dir: Path | None = None  # keep regenerations here (eval --out DIR/regenerated)
-    agreement: bool = False  # also the cascade's caption agreement of each item (calibrate --cascade)
+    agreement: bool = False  # also the cascade's first-stage score of each item (calibrate --cascade)
+    first_stage: str = "agreement"  # which first-stage score: the caption agreement or its margin over rivals
 
 
 def regeneration_seed(name: str, seed: int) -> int:
@@ -51,7 +52,7 @@ def score_items(
 
 
 def _score_chunk(chunk: Sequence[EvalItem], models: Any, stochastic: Any, options: RunOptions) -> list[Scored]:
-    from streamdetect.detector import PairToScore, agreement, agreement_scores, decide, draw, score_batch
+    from streamdetect.detector import PairToScore, decide, draw, score_batch
 
     images = [_open(i.input) for i in chunk]
     captions = _captions(chunk, images, models)
@@ -62,8 +63,7 @@ def _score_chunk(chunk: Sequence[EvalItem], models: Any, stochastic: Any, option
     regenerated = _regenerate(chunk, captions, seeds, draws, models)
     paths = [i.generated or _keep(options.regenerated_dir, i, im) for i, im in zip(chunk, regenerated)]
     per_encoder = score_batch(models.encoders, [PairToScore(a, b, d) for a, b, d in zip(images, regenerated, draws)])
-    agreements = [agreement(s) for s in agreement_scores(models.encoders, images, captions)] if options.agreement \
-        else [None] * len(chunk)
+    agreements = _first_stage(models, images, captions, options) if options.agreement else [None] * len(chunk)
     scored = []
     for item, caption, seed, drawn, path, scores, agreed in zip(chunk, captions, seeds, draws, paths, per_encoder,
                                                                 agreements):
@@ -73,6 +73,16 @@ def _score_chunk(chunk: Sequence[EvalItem], models: Any, stochastic: Any, option
             "encoders": [models.encoders[j].spec for j in drawn.encoders]}
         scored.append(Scored(item, decide(scores, 0.0)[0], scores, caption, path, seed, record, agreed))
     return scored
+
+
+def _first_stage(models: Any, images: list[Image.Image], captions: list[str], options: RunOptions) -> list[float]:
+    """The cascade's first-stage score of each item, as the worker computes it."""
+    from streamdetect.detector import RIVALS, agreement, agreement_scores, margin_scores
+
+    if options.first_stage == "margin":
+        rivals = models.captioner.rivals(images, captions, RIVALS)
+        return [agreement(s) for s in margin_scores(models.encoders, images, captions, rivals)]
+    return [agreement(s) for s in agreement_scores(models.encoders, images, captions)]
 
 
 def _open(path: Path) -> Image.Image:

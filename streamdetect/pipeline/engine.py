@@ -22,8 +22,8 @@ from typing import Protocol, Sequence
 import torch
 from PIL import Image
 
-from streamdetect.detector import (CascadeSettings, Draw, PairToScore, StochasticSettings, Verdict, agreement,
-                                   agreement_scores, decide, draw, new_seed, score_batch)
+from streamdetect.detector import (RIVALS, CascadeSettings, Draw, PairToScore, StochasticSettings, Verdict, agreement,
+                                   agreement_scores, decide, draw, margin_scores, new_seed, score_batch)
 from streamdetect.pipeline.batcher import Batcher, BatchObserver, BatchSettings, StageSettings
 
 
@@ -31,6 +31,8 @@ class CaptionModel(Protocol):
     spec: str
 
     def caption(self, images: list[Image.Image]) -> list[str]: ...
+
+    def rivals(self, images: list[Image.Image], captions: list[str], k: int = ...) -> list[list[str]]: ...
 
 
 class GenerateModel(Protocol):
@@ -97,7 +99,7 @@ class Pipeline:
         caption the encoders confidently agree with is decided clean before regeneration."""
         generators = list(generator) if isinstance(generator, Sequence) else [generator]
         _check_models(generators, encoders, stochastic)
-        _check_cascade(encoders, stochastic, cascade)
+        _check_cascade(captioner, encoders, stochastic, cascade)
         self.threshold = threshold
         self.stochastic = stochastic
         self.cascade = cascade
@@ -112,6 +114,8 @@ class Pipeline:
                                       observer)
         self.embed_stage = Batcher("embed", self._score_batch, self._executor, batching.for_stage("embed"), observer)
         self.agree_stage = Batcher("agree", self._agree_batch, self._executor, batching.for_stage("embed"), observer)
+        self.rivals_stage = Batcher("rivals", self._rivals_batch, self._executor, batching.for_stage("caption"),
+                                    observer)
 
     async def submit(self, request: Request) -> Verdict:
         """Judge one image. Raises ModelError if a stage fails on it."""
@@ -152,16 +156,19 @@ class Pipeline:
         """The caption agreement; a Verdict decided here when it clears the exit threshold (its
         ``cascade`` is carried into the regeneration's verdict otherwise)."""
         assert self.cascade is not None
-        scores = await self._stage(self.agree_stage, (request.image, caption), request)
+        rivals = await self._stage(self.rivals_stage, (request.image, caption), request) \
+            if self.cascade.first_stage == "margin" else None
+        scores = await self._stage(self.agree_stage, (request.image, caption, rivals), request)
         mean, exit_at = agreement(scores), self.cascade.exit_threshold
         exits = mean >= exit_at
+        stage = {"agreement": mean} if rivals is None else {"first_stage": "margin", "margin": mean, "rivals": rivals}
         return Verdict(
             upload_id=request.upload_id, flagged=False, score=mean, threshold=exit_at, scores=scores,
             caption=caption, caption_source=source, seed=request.seed,  # type: ignore[arg-type]
             models={"captioner": self._captioner.spec if source == "model" else None, "generator": None,
                     "encoders": [e.spec for e in self._encoders]},
             decided_by="first_stage" if exits else "regeneration",
-            cascade={"agreement": mean, "exit_threshold": exit_at, "exited": exits, "scores": scores},
+            cascade={**stage, "exit_threshold": exit_at, "exited": exits, "scores": scores},
         )
 
     def _draw(self, request: Request) -> Draw | None:
@@ -171,7 +178,7 @@ class Pipeline:
         return draw(seed, len(self._generators), len(self._encoders), self.stochastic)
 
     async def close(self) -> None:
-        for stage in (self.caption_stage, self.agree_stage, self.generate_stage, self.embed_stage):
+        for stage in (self.caption_stage, self.rivals_stage, self.agree_stage, self.generate_stage, self.embed_stage):
             await stage.close()
         self._executor.shutdown(wait=False, cancel_futures=True)
 
@@ -197,13 +204,22 @@ class Pipeline:
     def _score_batch(self, items: list[PairToScore]) -> list[dict[str, float]]:
         return score_batch(self._encoders, items)
 
-    def _agree_batch(self, items: list[tuple[Image.Image, str]]) -> list[dict[str, float]]:
-        return agreement_scores(self._encoders, [image for image, _ in items], [caption for _, caption in items])
+    def _agree_batch(self, items: list[tuple[Image.Image, str, list[str] | None]]) -> list[dict[str, float]]:
+        images, captions, rivals = [i[0] for i in items], [i[1] for i in items], [i[2] for i in items]
+        if self.cascade is not None and self.cascade.first_stage == "margin":
+            return margin_scores(self._encoders, images, captions, [r or [] for r in rivals])
+        return agreement_scores(self._encoders, images, captions)
+
+    def _rivals_batch(self, items: list[tuple[Image.Image, str]]) -> list[list[str]]:
+        return self._captioner.rivals([image for image, _ in items], [caption for _, caption in items], RIVALS)
 
 
-def _check_cascade(encoders: Sequence, stochastic: StochasticSettings | None, cascade: CascadeSettings | None) -> None:
+def _check_cascade(captioner: CaptionModel, encoders: Sequence, stochastic: StochasticSettings | None,
+                   cascade: CascadeSettings | None) -> None:
     if cascade is None:
         return
+    if cascade.first_stage == "margin" and not callable(getattr(captioner, "rivals", None)):
+        raise ValueError("the margin first stage needs a captioner that gives rival captions (a beam search)")
     if stochastic is not None:
         raise ValueError("the cascade runs with vanilla MirrorCheck; stochastic mode draws encoders per request")
     missing = [e.spec for e in encoders if not getattr(e, "has_text", False)]

@@ -40,17 +40,21 @@ def clip_score(clips: list[DomainClip], x: torch.Tensor, captions: list[str]) ->
     return [float(s) for s in torch.stack(sims).mean(0)]
 
 
-def caption_margin(clips: list[DomainClip], x: torch.Tensor, captions: list[str]) -> list[float]:
-    """How much better the caption fits the image than its nearest rivals (captions one attribute
-    away), under each encoder, averaged: positive when the encoder agrees with the caption. On
-    robust encoders an attacker must move the embedding itself to flip it, not just the caption."""
+def caption_margin(clips: list[DomainClip], x: torch.Tensor, captions: list[str],
+                   rivals: list[list[str]] | None = None) -> list[float]:
+    """How much better the caption fits the image than its nearest rivals (by default the captions
+    one attribute away; or the ones given, e.g. the captioner's beam), under each encoder,
+    averaged: positive when the encoder agrees with the caption. On robust encoders an attacker
+    must move the embedding itself to flip it, not just the caption. An image with no rival is
+    measured against the worst possible one (cosine -1)."""
+    rivals = [neighbours(c) for c in captions] if rivals is None else rivals
     with torch.no_grad():
         margins = []
         for clip in clips:
             image = clip.embed(x)
             own = (image * clip.embed_text(captions)).sum(-1)
-            rival = torch.stack([(image[i : i + 1] @ clip.embed_text(neighbours(c)).T).max()
-                                 for i, c in enumerate(captions)])
+            rival = torch.stack([(image[i : i + 1] @ clip.embed_text(r).T).max() if r else torch.tensor(-1.0)
+                                 for i, r in enumerate(rivals)])
             margins.append(own - rival)
     return [float(m) for m in torch.stack(margins).mean(0)]
 

@@ -16,6 +16,11 @@ Detectors (methods), each a similarity per image, flagged when low:
   the caption agreement (clip_score on the public encoders, robust_clip on the robust ones)
   clears the exit threshold fitted on clean validation scenes for the exit budget, else the
   always-regenerate score (mirrorcheck, robust);
+- margin_cascade: the same with the caption margin on the robust encoders (robust_margin) as
+  its first stage, then robust MirrorCheck;
+- robust_beam_margin, beam_cascade: the caption margin against the captioner's own beam-search
+  rivals instead of the domain's one-attribute ones (what a worker outside the mini domain can
+  have), and the cascade with it as its first stage;
 - clip_score, feature_squeezing, mutation_divergence: the paper's baselines.
 
 Adaptive attacks are aimed at one group of detectors (AIMED) and pull every signal the group
@@ -46,7 +51,8 @@ from streamdetect.models.generator import Generator
 from streamdetect.models.profiles import MINI_ENCODERS, ModelSet, load_models, mini_profile
 
 METHODS = ("mirrorcheck", "stochastic", "robust", "robust_clip", "robust_margin", "fused", "private", "private_margin",
-           "cascade", "robust_cascade", "clip_score", "feature_squeezing", "mutation_divergence")
+           "cascade", "robust_cascade", "margin_cascade", "robust_beam_margin", "beam_cascade", "clip_score",
+           "feature_squeezing", "mutation_divergence")
 AIMED = {  # who an adaptive attack is aimed at -> the detectors judged on it
     "public": ("mirrorcheck", "cascade", "clip_score", "feature_squeezing", "mutation_divergence"),
     # At the cascade's first stage: the caption agreement alone, to exit clean with a wrong caption;
@@ -54,12 +60,19 @@ AIMED = {  # who an adaptive attack is aimed at -> the detectors judged on it
     "first_stage": ("cascade", "mirrorcheck"),
     "cascade": ("cascade", "mirrorcheck"),  # the agreement and MirrorCheck's regenerations together
     "stochastic": ("stochastic",),
-    "robust": ("robust", "robust_clip", "robust_margin", "fused", "private", "private_margin", "robust_cascade"),
+    "robust": ("robust", "robust_clip", "robust_margin", "fused", "private", "private_margin", "robust_cascade",
+               "margin_cascade", "robust_beam_margin", "beam_cascade"),
     "robust_first_stage": ("robust_cascade", "robust"),
+    # At the margin cascade's first stage alone: the wrong caption must beat its own rivals (the
+    # true caption among them) under the robust encoders.
+    "margin_first_stage": ("margin_cascade", "beam_cascade", "robust"),
 }
-CASCADES = {"cascade": ("clip_score", "mirrorcheck"), "robust_cascade": ("robust_clip", "robust")}  # first, then
+CASCADES = {"cascade": ("clip_score", "mirrorcheck"), "robust_cascade": ("robust_clip", "robust"),
+            "margin_cascade": ("robust_margin", "robust"), "beam_cascade": ("robust_beam_margin", "robust")}
+# (first stage, then the regeneration)
 # Aims that exist to compare a cascade with always-regenerate: run only when the cascade is judged.
-COMPARED = {"first_stage": "cascade", "cascade": "cascade", "robust_first_stage": "robust_cascade"}
+COMPARED = {"first_stage": ("cascade",), "cascade": ("cascade",), "robust_first_stage": ("robust_cascade",),
+            "margin_first_stage": ("margin_cascade", "beam_cascade")}
 FUSED_SIGNALS = ("robust", "robust_margin")
 REGEN_SEED, DRAW_SEED, TARGET_SEED = 1_000_000, 2_000_000, 3_000_000  # detector's vs attacker's seeds
 
@@ -144,6 +157,9 @@ class MiniBench:
             judged.scores["robust_clip"] = clip_score(self.robust_clips, x, captions)
         if "robust_margin" in wanted:
             judged.scores["robust_margin"] = caption_margin(self.robust_clips, x, captions)
+        if "robust_beam_margin" in wanted:  # the rivals from the captioner's own beam, as the worker would have them
+            rivals = self.models.captioner.rivals(images, captions)
+            judged.scores["robust_beam_margin"] = caption_margin(self.robust_clips, x, captions, rivals)
         if "private_margin" in wanted:
             judged.scores["private_margin"] = caption_margin(self.private_clips, x, captions)
         if "fused" in wanted and self.fusion is not None:
@@ -204,6 +220,9 @@ class MiniBench:
         if aimed in ("first_stage", "robust_first_stage"):  # into the confident-clean band of the agreement
             clips = self.clips if aimed == "first_stage" else self.robust_clips
             return [Pull(c, c.embed_text(targets)) for c in clips]
+        if aimed == "margin_first_stage":  # into the confident-clean band of the caption margin
+            return [Pull(c, c.embed_text(targets), rivals=torch.stack([c.embed_text(neighbours(t)) for t in targets]))
+                    for c in self.robust_clips]
         if aimed == "cascade":
             return [pull for c in self.clips for pull in (Pull(c, c.anchor(target_images, m)),
                                                           Pull(c, c.embed_text(targets)))]

@@ -26,7 +26,8 @@ from streamdetect.mini import DEFAULT_METHODS
 from streamdetect.mini.attacks import ATTACKS, PGDSettings
 from streamdetect.mini.domain import TARGET_SETS, Scene, changed_attributes, make_split, to_images, \
     to_tensor, wrong_caption
-from streamdetect.mini.eval.bench import AIMED, COMPARED, METHODS, BenchSettings, Judged, MiniBench, easiest_targets
+from streamdetect.mini.eval.bench import (AIMED, CASCADES, COMPARED, METHODS, BenchSettings, Judged, MiniBench,
+                                         easiest_targets)
 from streamdetect.mini.eval.cascade import compare_cascades
 from streamdetect.mini.eval.rows import Outcome, detection_row
 from streamdetect.mini.eval.zero_shot import zero_shot
@@ -117,7 +118,7 @@ def run_eval(settings: EvalSettings, log: Log, weights: Path = MINI_WEIGHTS,
         for attack in settings.attacks:
             rows += _attack_rows(bench, settings, attack, eps, clean, untargeted, pgd_sets, log)
     result = {"rows": rows, "models": quality, "settings": asdict(settings), "validation": validation}
-    if set(settings.methods) & {"cascade", "robust_cascade"}:
+    if set(settings.methods) & set(CASCADES):
         result["cascade"] = compare_cascades(rows, clean.judged.scores, clean.judged.exits, bench.exits)
     if 8.0 in pgd_sets and "mirrorcheck" in settings.methods and settings.steps_sweep:
         result["steps"] = steps_sweep(bench, clean, pgd_sets[8.0], settings.steps_sweep, log)
@@ -154,7 +155,7 @@ def _targets(settings: EvalSettings, scenes: list[Scene], target_set: str) -> li
 def _runs(settings: EvalSettings, attack: str) -> list[tuple[str, str | None]]:
     """(target set, aim) pairs an attack is run with."""
     target_sets = settings.targets if attack in TARGETED else (attack if attack in ADAPTIVE else "none",)
-    aims = [a for a, judged in AIMED.items() if (COMPARED[a] in settings.methods if a in COMPARED
+    aims = [a for a, judged in AIMED.items() if (set(COMPARED[a]) & set(settings.methods) if a in COMPARED
                                                  else set(judged) & set(settings.methods))] \
         if attack in ADAPTIVE else [None]
     return [(t, a) for t in target_sets for a in aims]
