@@ -208,26 +208,32 @@ def test_attack_command_shows_the_easiest_caption_attack_on_the_robust_detector(
     assert Image.open(tmp_path / "grid.png").size == (4 * 128 + 3 * 2, 2 * 128 + 2)
 
 
-def test_the_robust_cascade_is_no_easier_to_evade_than_always_regenerating():
+def test_the_margin_cascade_is_no_easier_to_evade_than_always_regenerating():
     """Issue 14's proof, reduced (n=16 test, 40 validation scenes, eps 8, 30 attack steps): the
-    weakest-rival attack aimed at the cascade's first stage alone (into the confident-clean band
-    of the caption agreement) and at every signal of the robust detectors; on the same attacked
-    images the cascade's undetected-success rate is no worse than always-regenerate's beyond two
-    paired standard errors. Its TPR at 1% FPR is lower (README "The cascade": -0.10 and -0.13 at
+    weakest-rival attack aimed at each cascade's first stage alone (into its confident-clean band)
+    and at every signal of the robust detectors. On the same attacked images the margin cascade
+    (`cascade=margin`: the caption against the captioner's own beam rivals) is no worse than
+    always-regenerate beyond two paired standard errors, in undetected-success and in TPR at 1%
+    FPR. The agreement cascade's TPR at 1% FPR is lower (README "The cascade": -0.10 and -0.13 at
     n=50, beyond noise); the test holds that known loss from growing past 0.2."""
     from streamdetect.mini.eval.run import EvalSettings, run_eval
 
-    settings = EvalSettings(n=16, n_val=40, eps=(8.0,), attacks=("weakest",), methods=("robust", "robust_cascade"),
-                            attack_steps=30, steps_sweep=())
+    settings = EvalSettings(n=16, n_val=40, eps=(8.0,), attacks=("weakest",),
+                            methods=("robust", "robust_cascade", "beam_cascade"), attack_steps=30, steps_sweep=())
     comparison = run_eval(settings, log=print)["cascade"]
-    pairs = {p["aimed_at"]: p for p in comparison["pairs"]}
-    assert set(pairs) == {"robust", "robust_first_stage"}, pairs.keys()
-    assert comparison["clean_exit_rate"]["robust_cascade"] >= 0.5  # the cascade does skip regeneration
-    for aim, pair in pairs.items():
-        print(aim, pair["undetected_success_rate"], pair["tpr_at_1pct_fpr"], pair["attacked_exit_rate"])
+    pairs = {(p["cascade"], p["aimed_at"]): p for p in comparison["pairs"]}
+    assert set(pairs) == {("robust_cascade", "robust"), ("robust_cascade", "robust_first_stage"),
+                          ("beam_cascade", "robust"), ("beam_cascade", "margin_first_stage")}, pairs.keys()
+    for cascade in ("robust_cascade", "beam_cascade"):
+        assert comparison["clean_exit_rate"][cascade] >= 0.5  # the cascade does skip regeneration
+    for (cascade, aim), pair in pairs.items():
+        print(cascade, aim, pair["undetected_success_rate"], pair["tpr_at_1pct_fpr"], pair["attacked_exit_rate"])
         und, tpr = pair["undetected_success_rate"], pair["tpr_at_1pct_fpr"]
         assert und["difference"] <= 2 * und["se"] + 1e-9, pair
-        assert -tpr["difference"] <= 0.2, pair
+        if cascade == "beam_cascade":
+            assert -tpr["difference"] <= 2 * tpr["se"] + 1e-9, pair
+        else:
+            assert -tpr["difference"] <= 0.2, pair
 
 
 def test_captioner_rivals_come_from_its_own_beam_without_the_caption(mini_models):
