@@ -73,19 +73,24 @@ def test_the_cascade_needs_an_exit_threshold_and_vanilla_mode(tmp_path: Path) ->
     assert cascade_settings(Settings(profile="mini")) is None
 
 
-def test_calibrate_fits_the_exit_for_the_budget_and_the_worker_reads_it(tmp_path: Path) -> None:
+def calibrate_cascade(tmp_path: Path, first_stage: str, n: int) -> tuple[Path, dict, str]:
+    """`calibrate --cascade FIRST_STAGE` on n clean mini scenes at budget 0.5: the file, its record, the output."""
     clean = tmp_path / "clean"
     clean.mkdir()
-    for i, image in enumerate(make_split(0, "val", 20)[0]):
+    for i, image in enumerate(make_split(0, "val", n)[0]):
         image.save(clean / f"{i:03d}.png")
     target = tmp_path / "threshold.json"
-    result = CliRunner().invoke(main, ["calibrate", "--profile", "mini", "--cascade", "agreement",
+    result = CliRunner().invoke(main, ["calibrate", "--profile", "mini", "--cascade", first_stage,
                                        "--cascade-exit-share", "0.5", "--clean-dir", str(clean), "--target-fpr", "0.1",
                                        "--threshold-file", str(target)])
     assert result.exit_code == 0, result.output
-    record = json.loads(target.read_text())
+    return target, json.loads(target.read_text()), result.output
+
+
+def test_calibrate_fits_the_exit_for_the_budget_and_the_worker_reads_it(tmp_path: Path) -> None:
+    target, record, output = calibrate_cascade(tmp_path, "agreement", 20)
     assert record["cascade"]["exit_share"] == 0.5 and record["cascade"]["exited_on_fit"] == 0.5
-    assert record["cascade"]["n"] == 20 and "cascade: exit clean" in result.output
+    assert record["cascade"]["n"] == 20 and "cascade: exit clean" in output
     # The MirrorCheck threshold is fitted on the cascade's scores of all 20 (half of them exited, at 1.0).
     assert record["n"] == 20 and record["threshold"] < 1.0
     fitted = cascade_settings(Settings(profile="mini", cascade="agreement", threshold_file=str(target)))
@@ -142,16 +147,7 @@ def test_the_margin_first_stage_measures_the_caption_against_the_captioners_riva
 
 
 def test_calibrate_fits_the_margin_exit_and_refuses_a_file_fitted_for_the_other_first_stage(tmp_path: Path) -> None:
-    clean = tmp_path / "clean"
-    clean.mkdir()
-    for i, image in enumerate(make_split(0, "val", 10)[0]):
-        image.save(clean / f"{i:03d}.png")
-    target = tmp_path / "threshold.json"
-    result = CliRunner().invoke(main, ["calibrate", "--profile", "mini", "--cascade", "margin",
-                                       "--cascade-exit-share", "0.5", "--clean-dir", str(clean), "--target-fpr", "0.1",
-                                       "--threshold-file", str(target)])
-    assert result.exit_code == 0, result.output
-    record = json.loads(target.read_text())
+    target, record, _ = calibrate_cascade(tmp_path, "margin", 10)
     assert record["cascade"]["mode"] == "margin" and record["cascade"]["exited_on_fit"] == 0.5
     fitted = cascade_settings(Settings(profile="mini", cascade="margin", threshold_file=str(target)))
     assert fitted.first_stage == "margin" and fitted.exit_threshold == record["cascade"]["exit_threshold"]
