@@ -93,7 +93,8 @@ class Settings(BaseSettings):
         "off", description="off: every upload is regenerated (MirrorCheck); agreement: an upload whose caption "
                            "the encoders confidently agree with is decided clean without a text-to-image call; "
                            "margin: the same when the caption beats the captioner's own next likeliest captions "
-                           "under the encoders (recommended; README, The cascade).")
+                           "under the encoders (neither is safe against an attacker aiming at it: README, "
+                           "The cascade).")
     cascade_exit_share: float = Field(0.8, gt=0.0, lt=1.0, allow_inf_nan=False,
                                       description="calibrate: the share of clean uploads the cascade's exit "
                                                   "threshold lets skip regeneration (its budget).")

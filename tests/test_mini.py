@@ -208,14 +208,15 @@ def test_attack_command_shows_the_easiest_caption_attack_on_the_robust_detector(
     assert Image.open(tmp_path / "grid.png").size == (4 * 128 + 3 * 2, 2 * 128 + 2)
 
 
-def test_the_margin_cascade_is_no_easier_to_evade_than_always_regenerating():
+def test_cascades_against_attacks_aimed_at_their_first_stages():
     """Issue 14's proof, reduced (n=16 test, 40 validation scenes, eps 8, 30 attack steps): the
-    weakest-rival attack aimed at each cascade's first stage alone (into its confident-clean band)
-    and at every signal of the robust detectors. On the same attacked images the margin cascade
-    (`cascade=margin`: the caption against the captioner's own beam rivals) is no worse than
-    always-regenerate beyond two paired standard errors, in undetected-success and in TPR at 1%
-    FPR. The agreement cascade's TPR at 1% FPR is lower (README "The cascade": -0.10 and -0.13 at
-    n=50, beyond noise); the test holds that known loss from growing past 0.2."""
+    weakest-rival attack aimed at every signal of the robust detectors and at each cascade's first
+    stage. Against the robust aims and the margin's own band, the margin cascade with the
+    captioner's beam rivals (`cascade=margin`) is no worse than always-regenerate beyond two
+    paired standard errors in undetected-success and TPR at 1% FPR. Two known losses (README "The
+    cascade", n=50) are held from growing: the agreement cascade's TPR at 1% FPR (-0.10, -0.13),
+    and the margin cascade against the aim "beam", which pushes the true caption out of the
+    captioner's beam (+0.26 undetected, -0.18 TPR)."""
     from streamdetect.mini.eval.run import EvalSettings, run_eval
 
     settings = EvalSettings(n=16, n_val=40, eps=(8.0,), attacks=("weakest",),
@@ -223,12 +224,16 @@ def test_the_margin_cascade_is_no_easier_to_evade_than_always_regenerating():
     comparison = run_eval(settings, log=print)["cascade"]
     pairs = {(p["cascade"], p["aimed_at"]): p for p in comparison["pairs"]}
     assert set(pairs) == {("robust_cascade", "robust"), ("robust_cascade", "robust_first_stage"),
-                          ("beam_cascade", "robust"), ("beam_cascade", "margin_first_stage")}, pairs.keys()
+                          ("beam_cascade", "robust"), ("beam_cascade", "margin_first_stage"),
+                          ("beam_cascade", "beam")}, pairs.keys()
     for cascade in ("robust_cascade", "beam_cascade"):
         assert comparison["clean_exit_rate"][cascade] >= 0.5  # the cascade does skip regeneration
     for (cascade, aim), pair in pairs.items():
         print(cascade, aim, pair["undetected_success_rate"], pair["tpr_at_1pct_fpr"], pair["attacked_exit_rate"])
         und, tpr = pair["undetected_success_rate"], pair["tpr_at_1pct_fpr"]
+        if (cascade, aim) == ("beam_cascade", "beam"):
+            assert und["difference"] <= 0.5 and -tpr["difference"] <= 0.4, pair
+            continue
         assert und["difference"] <= 2 * und["se"] + 1e-9, pair
         if cascade == "beam_cascade":
             assert -tpr["difference"] <= 2 * tpr["se"] + 1e-9, pair

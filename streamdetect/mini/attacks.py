@@ -179,16 +179,30 @@ def untargeted_attack(captioner: WhiteBoxCaptioner, caption: CaptionFn, x: torch
     return pgd(x, lambda z: -ascend(z), small, check=moved, every=1, freeze=True)
 
 
+AWAY_CAP = 5.0  # caption loss (mean nats per token) past which the truth is pushed no further
+
+
+def _capped_away(loss: Loss) -> Loss:
+    return lambda z: -loss(z).clamp(max=AWAY_CAP)
+
+
 def adaptive_attack(
     captioner: WhiteBoxCaptioner, pulls: list[Pull], x: torch.Tensor, targets: list[str],
     settings: PGDSettings, weight: float = 2.0, eot: EoTSettings | None = None, seed: int = 0,
-    caption: CaptionFn | None = None,
+    caption: CaptionFn | None = None, away: list[str] | None = None,
 ) -> torch.Tensor:
     """Caption loss + weight * mean over pulls of (1 - cos(embedding, anchor)).
 
     With `caption`, every fifth step is checked rounded, and each image keeps the iterate that
-    says its target with the lowest pull loss (the hardened form the `easiest` attack uses)."""
-    caption_grad = gradient_of(captioner.loss(targets))
+    says its target with the lowest pull loss (the hardened form the `easiest` attack uses).
+    With `away`, the captioner's loss on these captions (each image's true one) is also pushed up,
+    up to AWAY_CAP: the truth drops out of the captioner's beam search."""
+    target_grad = gradient_of(captioner.loss(targets))
+    away_grad = gradient_of(_capped_away(captioner.loss(away))) if away else None
+
+    def caption_grad(z: torch.Tensor) -> torch.Tensor:
+        return target_grad(z) if away_grad is None else target_grad(z) + away_grad(z)
+
     rng = torch.Generator().manual_seed(seed)
     zoo = [p for p in pulls if p.stochastic]
 

@@ -66,13 +66,17 @@ AIMED = {  # who an adaptive attack is aimed at -> the detectors judged on it
     # At the margin cascade's first stage alone: the wrong caption must beat its own rivals (the
     # true caption among them) under the robust encoders.
     "margin_first_stage": ("margin_cascade", "beam_cascade", "robust"),
+    # At the beam margin: every robust signal, the margin over the target's rivals other than the
+    # truth, and the true caption pushed out of the captioner's beam (so it is no rival).
+    "beam": ("beam_cascade", "margin_cascade", "robust"),
 }
+ROBUST_AIMS = ("robust", "robust_first_stage", "margin_first_stage", "beam")  # aims at the robust encoders
 CASCADES = {"cascade": ("clip_score", "mirrorcheck"), "robust_cascade": ("robust_clip", "robust"),
             "margin_cascade": ("robust_margin", "robust"), "beam_cascade": ("robust_beam_margin", "robust")}
 # (first stage, then the regeneration)
 # Aims that exist to compare a cascade with always-regenerate: run only when the cascade is judged.
 COMPARED = {"first_stage": ("cascade",), "cascade": ("cascade",), "robust_first_stage": ("robust_cascade",),
-            "margin_first_stage": ("margin_cascade", "beam_cascade")}
+            "margin_first_stage": ("margin_cascade", "beam_cascade"), "beam": ("beam_cascade",)}
 FUSED_SIGNALS = ("robust", "robust_margin")
 REGEN_SEED, DRAW_SEED, TARGET_SEED = 1_000_000, 2_000_000, 3_000_000  # detector's vs attacker's seeds
 
@@ -212,8 +216,10 @@ class MiniBench:
         seeds = [TARGET_SEED + i for i in range(len(prompts))]
         return to_tensor(self.models.generator.generate(prompts, seeds))
 
-    def pulls(self, aimed: str, targets: list[str], target_images: torch.Tensor) -> list[Pull]:
-        """Every signal of the aimed-at detectors, as the attacker pulls it toward the target."""
+    def pulls(self, aimed: str, targets: list[str], target_images: torch.Tensor,
+              truth: list[str] | None = None) -> list[Pull]:
+        """Every signal of the aimed-at detectors, as the attacker pulls it toward the target
+        (``truth``: the clean captions, which the aim "beam" leaves out of the margin's rivals)."""
         m = self.settings.target_generations
         if aimed in ("public", "stochastic"):
             return [Pull(c, c.anchor(target_images, m), stochastic=aimed == "stochastic") for c in self.clips]
@@ -226,6 +232,12 @@ class MiniBench:
         if aimed == "cascade":
             return [pull for c in self.clips for pull in (Pull(c, c.anchor(target_images, m)),
                                                           Pull(c, c.embed_text(targets)))]
+        if aimed == "beam":
+            truth = truth or [""] * len(targets)
+            return [pull for c in self.robust_clips for pull in (
+                Pull(c, c.anchor(target_images, m)), Pull(c, c.embed_text(targets)),
+                Pull(c, c.embed_text(targets), rivals=torch.stack(
+                    [c.embed_text([r for r in neighbours(t) if r != k][:11]) for t, k in zip(targets, truth)])))]
         if aimed == "robust":
             return [pull for c in self.robust_clips for pull in (
                 Pull(c, c.anchor(target_images, m)),  # MirrorCheck on the robust encoders
@@ -237,7 +249,7 @@ class MiniBench:
     def weakest_targets(self, x: torch.Tensor, captions: list[str], aimed: str) -> list[str]:
         """Per image, the one-attribute rival of its caption that the aimed-at encoders already
         find most like the image: where they are least sure, so the least push flips them."""
-        clips = self.robust_clips if aimed.startswith("robust") else self.clips
+        clips = self.robust_clips if aimed in ROBUST_AIMS else self.clips
         out = []
         with torch.no_grad():
             images = [c.embed(x) for c in clips]
@@ -260,7 +272,9 @@ class MiniBench:
             return transfer_attack(self.surrogate, x, target_images, settings)
         if kind in ("adaptive", "easiest", "weakest"):
             eot = EoTSettings(s.stochastic_k, s.noise_scale, s.eot_samples) if aimed == "stochastic" else None
-            return adaptive_attack(self.whitebox, self.pulls(aimed, targets, target_images), x, targets, settings,
-                                   s.adaptive_weight, eot, seed=s.seed,
-                                   caption=self.caption if kind in ("easiest", "weakest") else None)
+            truth = clean_captions or self.caption(x)
+            return adaptive_attack(self.whitebox, self.pulls(aimed, targets, target_images, truth), x, targets,
+                                   settings, s.adaptive_weight, eot, seed=s.seed,
+                                   caption=self.caption if kind in ("easiest", "weakest") else None,
+                                   away=truth if aimed == "beam" else None)
         raise ValueError(f"unknown attack {kind!r}")
