@@ -89,12 +89,16 @@ class Settings(BaseSettings):
                                       description="Stochastic mode: encoders drawn per upload (k); 0 = all.")
     noise_scale: float = Field(5e-4, ge=0.0, le=0.1, allow_inf_nan=False,
                                description="Stochastic mode: std of the one-time weight noise (paper: 5e-6 to 1e-3).")
-    cascade: Literal["off", "agreement", "margin"] = Field(
+    cascade: Literal["off", "agreement", "margin", "swap"] = Field(
         "off", description="off: every upload is regenerated (MirrorCheck); agreement: an upload whose caption "
                            "the encoders confidently agree with is decided clean without a text-to-image call; "
                            "margin: the same when the caption beats the captioner's own next likeliest captions "
-                           "under the encoders (neither is safe against an attacker aiming at it: README, "
-                           "The cascade).")
+                           "under the encoders; swap: when it beats itself with any one word swapped for another "
+                           "of its kind, every word checked (cascade_vocabulary). Only swap held against the "
+                           "attacks aimed at it: README, The cascade.")
+    cascade_vocabulary: str | None = Field(None, description="cascade=swap: a packaged vocabulary (mini, general) "
+                                           "or a JSON file of word kinds (detector/swaps.py); unset = the profile's "
+                                           "(mini for mini, mini-robust and tiny, else general).")
     cascade_exit_share: float = Field(0.8, gt=0.0, lt=1.0, allow_inf_nan=False,
                                       description="calibrate: the share of clean uploads the cascade's exit "
                                                   "threshold lets skip regeneration (its budget).")

@@ -16,8 +16,8 @@ from streamdetect import events
 from streamdetect.app.detector_config import cascade_settings
 from streamdetect.app.wiring import build_pipeline
 from streamdetect.cli.main import main
-from streamdetect.detector import fit_exit
-from streamdetect.mini.domain import make_split
+from streamdetect.detector import fit_exit, load_swaps
+from streamdetect.mini.domain import make_split, neighbours
 from streamdetect.offline.calibrate import audit_scores, cascade_scores
 from streamdetect.pipeline.engine import Request
 from streamdetect.settings import ConfigError, Settings
@@ -118,10 +118,10 @@ def test_bench_cascade_runs_both_detectors_on_one_stream(tmp_path: Path) -> None
     result = CliRunner().invoke(main, ["bench-cascade", "--profile", "mini", "--uploads", "20", "--n-val", "20",
                                        "--budgets", "0.8", "--attacked-share", "0.05", "--json", str(out)])
     assert result.exit_code == 0, result.output
-    assert "always" in result.output and "agreement_0.8" in result.output and "margin_0.8" in result.output
+    assert "always" in result.output and "agreement_0.8" in result.output and "swap_0.8" in result.output
     rows = {r["detector"]: r for r in json.loads(out.read_text())["rows"]}
     assert rows["always"]["skipped_regeneration"] == 0
-    for cascade in ("agreement_0.8", "margin_0.8"):
+    for cascade in ("agreement_0.8", "margin_0.8", "swap_0.8"):
         assert rows[cascade]["skipped_regeneration"] > 0 and rows[cascade]["first_stage"] == cascade.split("_")[0]
         assert rows["always"]["attacks"] == rows[cascade]["attacks"] == 1
         assert rows["always"]["uploads"] == rows[cascade]["uploads"] == 20
@@ -169,3 +169,73 @@ def test_audit_margin_verdicts_give_their_margin_and_a_mixed_log_is_refused(tmp_
     result = CliRunner().invoke(main, ["calibrate", "--profile", "mini", "--cascade", "agreement", "--audit",
                                        str(audit), "--threshold-file", str(tmp_path / "t.json")])
     assert result.exit_code != 0 and "first stage margin, not agreement" in result.output, result.output
+
+
+def test_the_swap_first_stage_measures_the_caption_against_itself_with_one_word_swapped() -> None:
+    images = make_split(0, "val", 6)[0]
+    exited = judge(Settings(profile="mini", cascade="swap", cascade_exit_threshold=-1.0), images)
+    assert all(v.decided_by == "first_stage" and v.regenerated is None for v in exited)
+    for v in exited:
+        block = v.cascade
+        assert block["first_stage"] == "swap" and v.score == block["margin"] and "unchecked" not in block
+        assert sorted(block["rivals"]) == sorted(neighbours(v.caption)) and block["vocabulary"] == \
+            load_swaps("mini").fingerprint()
+    # Clean scenes: the caption fits better than each of its one-attribute rivals.
+    assert sum(v.score > 0 for v in exited) >= 5, [v.score for v in exited]
+    upload = events.Upload(upload_id="u0", image="s3://b/k")
+    events.VerdictEvent.build(exited[0].as_dict(), upload, events.Source("uploads", 0, 0), "w", "setting",
+                              events.image_description("s3://b/k", b"x"),
+                              {"store": None, "input": None, "regenerated": None})
+
+
+def test_a_caption_the_swap_stage_cannot_check_is_regenerated_whatever_its_margin() -> None:
+    image = make_split(0, "val", 1)[0][0]
+    pipeline = build_pipeline(Settings(profile="mini", cascade="swap", cascade_exit_threshold=-1.0))
+
+    async def run() -> list:
+        try:
+            return await asyncio.gather(*[pipeline.submit(Request(upload_id=f"u{i}", image=image, seed=i, caption=c))
+                                          for i, c in enumerate(("a small hexagon", "a background", "red " * 3000))])
+        finally:
+            await pipeline.close()
+    unknown, nothing, huge = asyncio.run(run())
+    for verdict, reason in ((unknown, "does not know: hexagon"), (nothing, "no word to swap"),
+                            (huge, "more than 64 words")):
+        assert verdict.decided_by == "regeneration" and verdict.regenerated is not None, verdict.cascade
+        assert reason in verdict.cascade["unchecked"] and verdict.cascade["exited"] is False
+    upload = events.Upload(upload_id="u0", image="s3://b/k")
+    events.VerdictEvent.build(unknown.as_dict(), upload, events.Source("uploads", 0, 0), "w", "setting",
+                              events.image_description("s3://b/k", b"x"),
+                              {"store": None, "input": None, "regenerated": None})
+
+
+def test_calibrate_fits_the_swap_exit_for_its_vocabulary_and_the_worker_checks_it(tmp_path: Path) -> None:
+    target, record, _ = calibrate_cascade(tmp_path, "swap", 10)
+    assert record["cascade"]["mode"] == "swap" and record["cascade"]["exited_on_fit"] == 0.5
+    assert record["cascade"]["vocabulary"] == load_swaps("mini").fingerprint()
+    fitted = cascade_settings(Settings(profile="mini", cascade="swap", threshold_file=str(target)))
+    assert fitted.first_stage == "swap" and fitted.swaps.fingerprint() == record["cascade"]["vocabulary"]
+    with pytest.raises(ConfigError, match="fitted with another vocabulary"):
+        cascade_settings(Settings(profile="mini", cascade="swap", cascade_vocabulary="general",
+                                  threshold_file=str(target)))
+    with pytest.raises(ConfigError, match="cascade_vocabulary: vocabulary 'nowhere'"):
+        cascade_settings(Settings(profile="mini", cascade="swap", cascade_vocabulary="nowhere",
+                                  cascade_exit_threshold=0.1))
+
+
+def test_audit_swap_verdicts_of_another_vocabulary_or_unchecked_are_no_samples_of_the_fit(tmp_path: Path) -> None:
+    fp = {"mode": "vanilla", "captioner": "c", "generators": ["g"], "encoders": ["e"], "encoders_per_request": None,
+          "noise_scale": None}
+
+    def line(upload_id: str, **block: object) -> str:
+        cascade = {"first_stage": "swap", "margin": 0.05, "rivals": ["x"], "exit_threshold": 0.01, "exited": False,
+                   "scores": {}, "vocabulary": load_swaps("mini").fingerprint(), **block}
+        return json.dumps({"upload_id": upload_id, "score": 0.6, "decided_by": "regeneration",
+                           "models": {"captioner": "c", "generator": "g", "encoders": ["e"]}, "cascade": cascade})
+    found = audit_scores([line("a"), line("b", unchecked="no word to swap")], fp)
+    assert found.agreements == {"a": 0.05} and found.scores == [0.6, 0.6]
+    audit = tmp_path / "audit.jsonl"
+    audit.write_text(line("a", vocabulary="0123456789abcdef") + "\n")
+    result = CliRunner().invoke(main, ["calibrate", "--profile", "mini", "--cascade", "swap", "--audit",
+                                       str(audit), "--threshold-file", str(tmp_path / "t.json")])
+    assert result.exit_code != 0 and "swap:0123456789abcdef, not swap:" in result.output, result.output

@@ -18,6 +18,9 @@ if TYPE_CHECKING:
     from streamdetect.models.zoo import LoadedZoo, Zoo
 
 
+MINI_VOCABULARY_PROFILES = ("mini", "mini-robust", "tiny")  # their captioners speak the mini domain's words
+
+
 def settings_zoo(settings: Settings) -> Zoo:
     from streamdetect.models import get_profile
     from streamdetect.models.zoo import resolve_zoo
@@ -70,15 +73,17 @@ def resolve_threshold(settings: Settings) -> float:
 
 def cascade_settings(settings: Settings) -> Any:
     """The cascade in force (detector.CascadeSettings), or None when it is off. Its exit threshold
-    is the setting's, else the threshold file's cascade section (`calibrate` with the cascade on)."""
+    is the setting's, else the threshold file's cascade section (`calibrate` with the cascade on),
+    which must have been fitted for the same first stage (and, for swap, the same vocabulary)."""
     from streamdetect.detector import CascadeSettings
 
     if settings.cascade == "off":
         return None
     if settings.mode != "vanilla":
         raise ConfigError("setting cascade: the cascade runs with mode=vanilla only")
+    swaps = cascade_swaps(settings)
     if settings.cascade_exit_threshold is not None:
-        return CascadeSettings(settings.cascade_exit_threshold, first_stage=settings.cascade)
+        return CascadeSettings(settings.cascade_exit_threshold, first_stage=settings.cascade, swaps=swaps)
     if settings.threshold_file:
         from streamdetect.detector.threshold_file import ThresholdFileError, read_cascade
 
@@ -87,14 +92,35 @@ def cascade_settings(settings: Settings) -> Any:
         except ThresholdFileError as exc:
             raise ConfigError(str(exc)) from exc
         if fitted is not None:
-            if fitted.get("mode", "agreement") != settings.cascade:
-                raise ConfigError(f"setting cascade={settings.cascade}: the threshold file's exit threshold was "
-                                  f"fitted for cascade={fitted.get('mode', 'agreement')}; calibrate again with "
-                                  f"--cascade {settings.cascade}")
-            return CascadeSettings(fitted["exit_threshold"], fitted.get("exit_share"), settings.cascade)
+            _check_fitted_cascade(settings, fitted, swaps)
+            return CascadeSettings(fitted["exit_threshold"], fitted.get("exit_share"), settings.cascade, swaps)
     raise ConfigError(f"setting cascade={settings.cascade} needs an exit threshold: run `streamdetect calibrate "
                       f"--cascade {settings.cascade} --clean-dir CLEAN/ --threshold-file FILE` and pass "
                       "--threshold-file FILE, or set cascade_exit_threshold")
+
+
+def cascade_swaps(settings: Settings) -> Any:
+    """cascade=swap: the vocabulary its rivals come from (detector.Swaps); None for other cascades."""
+    from streamdetect.detector import VocabularyError, load_swaps
+
+    if settings.cascade != "swap":
+        return None
+    name = settings.cascade_vocabulary or ("mini" if settings.profile in MINI_VOCABULARY_PROFILES else "general")
+    try:
+        return load_swaps(name)
+    except VocabularyError as exc:
+        raise ConfigError(f"setting cascade_vocabulary: {exc}") from exc
+
+
+def _check_fitted_cascade(settings: Settings, fitted: dict[str, Any], swaps: Any) -> None:
+    mode = fitted.get("mode", "agreement")
+    if mode != settings.cascade:
+        raise ConfigError(f"setting cascade={settings.cascade}: the threshold file's exit threshold was fitted "
+                          f"for cascade={mode}; calibrate again with --cascade {settings.cascade}")
+    if swaps is not None and fitted.get("vocabulary") != swaps.fingerprint():
+        raise ConfigError(f"setting cascade_vocabulary: the threshold file's exit threshold was fitted with another "
+                          f"vocabulary (fingerprint {fitted.get('vocabulary')}, this one {swaps.fingerprint()}); "
+                          "calibrate again with the vocabulary in use")
 
 
 def threshold_source(settings: Settings) -> str:

@@ -26,7 +26,7 @@ class CascadeBench:
     n: int = 300  # uploads in the stream
     attacked_share: float = 0.01
     budgets: tuple[float, ...] = (0.8, 0.9, 0.95)  # exit shares of clean validation traffic
-    first_stages: tuple[str, ...] = ("agreement", "margin")
+    first_stages: tuple[str, ...] = ("agreement", "margin", "swap")
     n_val: int = 100  # clean validation scenes the thresholds are fitted on
     target_fpr: float = 0.02
     eps: float = 8.0
@@ -53,7 +53,8 @@ def stream(models: Any, config: CascadeBench) -> tuple[list[Image.Image], list[b
 
 def fit(models: Any, config: CascadeBench) -> dict[str, Any]:
     """Clean validation scores of both signals, and the thresholds of each detector."""
-    from streamdetect.detector import RIVALS, agreement, agreement_scores, fit_exit, margin_scores, score_pairs
+    from streamdetect.detector import (RIVALS, agreement, agreement_scores, fit_exit, load_swaps, margin_scores,
+                                       score_pairs)
     from streamdetect.detector.cascade import cascade_score
     from streamdetect.detector.mirrorcheck import ensemble_score
     from streamdetect.detector.thresholds import fit_target_fpr
@@ -65,12 +66,15 @@ def fit(models: Any, config: CascadeBench) -> dict[str, Any]:
     mirror = [ensemble_score(s) for s in score_pairs(models.encoders, images, regenerated)]
     first = {"agreement": lambda: agreement_scores(models.encoders, images, captions),
              "margin": lambda: margin_scores(models.encoders, images, captions,
-                                             models.captioner.rivals(images, captions, RIVALS))}
+                                             models.captioner.rivals(images, captions, RIVALS)),
+             "swap": lambda: margin_scores(models.encoders, images, captions, [swaps.rivals(c) for c in captions])}
+    swaps = load_swaps("mini")
+    checked = [swaps.unchecked(c) is None for c in captions]  # only swap's exit asks for it
     out: dict[str, Any] = {"always": {"threshold": fit_target_fpr(mirror, config.target_fpr).threshold}}
     for kind in config.first_stages:
-        agreed = [agreement(s) for s in first[kind]()]
+        agreed = [agreement(s) if ok or kind != "swap" else -float("inf") for s, ok in zip(first[kind](), checked)]
         for budget in config.budgets:
-            exit_at = fit_exit(agreed, budget)
+            exit_at = fit_exit([a for a in agreed if a > -float("inf")], budget)
             mixed = [cascade_score(a, m, exit_at) for a, m in zip(agreed, mirror)]
             out[f"{kind}_{budget:g}"] = {"threshold": fit_target_fpr(mixed, config.target_fpr).threshold,
                                          "exit_threshold": exit_at, "exit_share": budget, "first_stage": kind}
@@ -80,10 +84,11 @@ def fit(models: Any, config: CascadeBench) -> dict[str, Any]:
 async def judge(models: Any, images: list[Image.Image], fitted: dict[str, Any], settings: Settings) -> dict:
     """One detector over the whole stream, submitted at once: wall time and each verdict."""
     from streamdetect.app.wiring import stage_settings
-    from streamdetect.detector import CascadeSettings
+    from streamdetect.detector import CascadeSettings, load_swaps
     from streamdetect.pipeline.engine import Pipeline, Request
 
-    cascade = CascadeSettings(fitted["exit_threshold"], fitted["exit_share"], fitted["first_stage"]) \
+    swaps = load_swaps("mini") if fitted.get("first_stage") == "swap" else None
+    cascade = CascadeSettings(fitted["exit_threshold"], fitted["exit_share"], fitted["first_stage"], swaps) \
         if "exit_threshold" in fitted else None
     pipeline = Pipeline(models.captioner, models.generator, models.encoders, threshold=fitted["threshold"],
                         batching=stage_settings(settings), cascade=cascade)

@@ -40,8 +40,8 @@ def _first_stages(ctx: click.Context, param: click.Parameter, value: str) -> tup
               show_default=True, help="Share of the stream that is PGD-attacked (eps 8/255, toward a wrong caption).")
 @click.option("--budgets", default="0.8,0.9,0.95", show_default=True, callback=_budgets,
               help="Exit budgets to measure: the share of clean validation scenes the first stage may decide.")
-@click.option("--first-stages", default="agreement,margin", show_default=True, callback=_first_stages,
-              help="The cascade's first stages to measure (comma-separated): agreement, margin.")
+@click.option("--first-stages", default="agreement,margin,swap", show_default=True, callback=_first_stages,
+              help="The cascade's first stages to measure (comma-separated): agreement, margin, swap.")
 @click.option("--n-val", type=click.IntRange(min=20), default=100, show_default=True,
               help="Clean validation scenes both detectors' thresholds are fitted on.")
 @click.option("--target-fpr", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.02,

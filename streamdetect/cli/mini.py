@@ -94,8 +94,9 @@ def mini_train(seed: int, out: Path | None, only: tuple[str, ...], threads: int 
               help="The generator's Euler steps for the detectors and the attacks alike (0: the profile's 10): "
                    "the adaptive suite at a cheaper step count.")
 @click.option("--exit-share", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.8,
-              show_default=True, help="Methods cascade, robust_cascade and margin_cascade: the share of clean validation scenes "
-                                      "their first stage may decide without regeneration (their budget).")
+              show_default=True, help="Methods cascade, robust_cascade, swap_cascade and beam_cascade: the share of "
+                                      "clean validation scenes their first stage may decide without regeneration "
+                                      "(their budget).")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--weights", type=click.Path(file_okay=False, exists=True, path_type=Path),
               help="Weights folder written by `mini train --out` (default: the shipped weights).")

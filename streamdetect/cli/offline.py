@@ -137,7 +137,7 @@ def calibrate_command(ctx: click.Context, audit_path: str | None, clean_dir: Pat
     streamdetect calibrate --profile mini --clean-dir clean/ --threshold-file threshold.json
     streamdetect calibrate --audit audit.jsonl --labels topic --threshold-file threshold.json
     """
-    from streamdetect.app.detector_config import fingerprint
+    from streamdetect.app.detector_config import cascade_swaps, fingerprint
     from streamdetect.detector.threshold_file import describe, fit_record, write_record
     from streamdetect.offline.calibrate import audit_source, read_audit_file
 
@@ -154,6 +154,8 @@ def calibrate_command(ctx: click.Context, audit_path: str | None, clean_dir: Pat
                                "(labels carry no caption agreement yet)")
     try:
         fp = fingerprint(settings)
+        swaps = cascade_swaps(settings)
+        vocabulary = None if swaps is None else swaps.fingerprint()
         agreements: dict[str, float] = {}
         if labels_from is not None:
             scores, source = _labelled(settings, audit_path, labels_from, fp)
@@ -161,20 +163,21 @@ def calibrate_command(ctx: click.Context, audit_path: str | None, clean_dir: Pat
             found = read_audit_file(audit_path, fp)
             scores, source, by_upload, agreements = found.scores, audit_source(audit_path, found), found.by_upload, \
                 found.agreements
-            if cascade and found.first_stage_kinds - {settings.cascade}:
+            wanted = settings.cascade if vocabulary is None else f"swap:{vocabulary}"
+            if cascade and found.first_stage_kinds - {wanted}:
                 raise click.ClickException(
                     f"the audit log's verdicts recorded the first stage {', '.join(sorted(found.first_stage_kinds))}, "
-                    f"not {settings.cascade}: fit --cascade {settings.cascade} on a clean folder (--clean-dir), or on "
-                    f"an audit log of a worker run with it")
+                    f"not {wanted}: fit --cascade {settings.cascade} on a clean folder (--clean-dir), or on "
+                    f"an audit log of a worker run with it (and, for swap, the same vocabulary)")
         else:
-            agreed: list[float] | None = [] if cascade else None
+            agreed: list[float | None] | None = [] if cascade else None
             scores, source = _clean_folder(settings, clean_dir, recursive, max_samples, agreed)  # type: ignore[arg-type]
             by_upload = {str(i): s for i, s in enumerate(scores)}
-            agreements = {str(i): a for i, a in enumerate(agreed or [])}
+            agreements = {str(i): a for i, a in enumerate(agreed or []) if a is not None}
         section = None
         if cascade:
             scores, section, source = _cascade_fit(by_upload, agreements, settings.cascade_exit_share, source,
-                                                   settings.cascade)
+                                                   settings.cascade, vocabulary)
         if not scores:
             raise click.ClickException(f"no clean scores to fit on ({source})")
         record = fit_record(scores, target_fpr, confidence, fp, source)
@@ -187,7 +190,7 @@ def calibrate_command(ctx: click.Context, audit_path: str | None, clean_dir: Pat
 
 
 def _cascade_fit(mirrorcheck: dict[str, float], agreements: dict[str, float], exit_share: float,
-                 source: str, mode: str) -> tuple[list[float], dict[str, Any], str]:
+                 source: str, mode: str, vocabulary: str | None) -> tuple[list[float], dict[str, Any], str]:
     """The exit threshold for the budget, and the cascade's scores that the MirrorCheck threshold
     is then fitted on (so the target FPR is the whole cascade's)."""
     from streamdetect.detector.threshold_file import cascade_record
@@ -196,7 +199,7 @@ def _cascade_fit(mirrorcheck: dict[str, float], agreements: dict[str, float], ex
     if not agreements:
         raise click.ClickException(f"no caption agreement to fit the cascade on ({source}): an audit log needs "
                                    "verdicts from a worker with the cascade on")
-    section = cascade_record(list(agreements.values()), exit_share, mode)
+    section = cascade_record(list(agreements.values()), exit_share, mode, vocabulary)
     scores, missing = cascade_scores(mirrorcheck, agreements, section["exit_threshold"])
     note = f"; cascade: {len(agreements)} agreements, {missing} without a MirrorCheck score left out" \
         if missing else f"; cascade: {len(agreements)} agreements"
@@ -226,7 +229,7 @@ def _labelled(settings: Settings, audit_path: str | None, labels_from: str,
 
 
 def _clean_folder(settings: Any, folder: Path, recursive: bool, max_samples: int | None,
-                  agreements: list[float] | None = None) -> tuple[list[float], str]:
+                  agreements: list[float | None] | None = None) -> tuple[list[float], str]:
     from tqdm import tqdm
 
     from streamdetect.offline.calibrate import clean_folder_scores

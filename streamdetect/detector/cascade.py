@@ -1,8 +1,9 @@
 """The cascade's first stage: does the caption fit the picture, under the detector's own
 encoders' text towers? An upload whose caption agrees with it confidently (first stage
 ``agreement``: mean cosine of image and caption embeddings at or above ``exit_threshold``; or
-``margin``: how much better the caption fits than the captioner's own next likeliest captions)
-is decided clean without a text-to-image call; every other upload goes on to regeneration, and
+``margin``: how much better the caption fits than the captioner's own next likeliest captions;
+or ``swap``: how much better it fits than itself with one word swapped for another of its kind,
+swaps.py) is decided clean without a text-to-image call; every other upload goes on to regeneration, and
 MirrorCheck decides.
 
 The exit threshold is fitted on clean traffic only, for a budget: the share of clean uploads
@@ -14,11 +15,14 @@ stage has to buy; `streamdetect mini eval` measures what that costs (README "The
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol, Sequence
+from typing import TYPE_CHECKING, Protocol, Sequence
 
 import numpy as np
 import torch
 from PIL import Image
+
+if TYPE_CHECKING:
+    from streamdetect.detector.swaps import Swaps
 
 
 class TextImageEncoder(Protocol):
@@ -29,7 +33,7 @@ class TextImageEncoder(Protocol):
     def embed_text(self, captions: list[str]) -> torch.Tensor: ...
 
 
-FIRST_STAGES = ("agreement", "margin")
+FIRST_STAGES = ("agreement", "margin", "swap")
 RIVALS = 4  # the captioner's beam alternatives a caption must beat (first stage "margin")
 
 
@@ -37,11 +41,18 @@ RIVALS = 4  # the captioner's beam alternatives a caption must beat (first stage
 class CascadeSettings:
     exit_threshold: float  # first-stage score at or above which an upload exits clean
     exit_share: float | None = None  # the clean share the threshold was fitted to let through
-    first_stage: str = "agreement"  # agreement, or margin (the caption against the captioner's own rivals)
+    first_stage: str = "agreement"  # agreement, margin (against the captioner's own rivals) or swap
+    swaps: Swaps | None = None  # first stage swap: the vocabulary its rivals come from
 
     def __post_init__(self) -> None:
         if self.first_stage not in FIRST_STAGES:
             raise ValueError(f"first_stage {self.first_stage!r}: expected one of {', '.join(FIRST_STAGES)}")
+        if (self.first_stage == "swap") != (self.swaps is not None):
+            raise ValueError("the swap first stage, and only it, needs a vocabulary (swaps)")
+
+    @property
+    def margin_based(self) -> bool:
+        return self.first_stage in ("margin", "swap")
 
 
 def agreement_scores(encoders: Sequence[TextImageEncoder], images: list[Image.Image],

@@ -64,15 +64,18 @@ def read_threshold(path: str | Path, fingerprint: dict[str, Any]) -> float:
     return float(threshold)
 
 
-def cascade_record(agreements: list[float], exit_share: float, mode: str = "agreement") -> dict[str, Any]:
+def cascade_record(agreements: list[float], exit_share: float, mode: str = "agreement",
+                   vocabulary: str | None = None) -> dict[str, Any]:
     """The cascade section of a threshold file: the exit threshold fitted on clean first-stage
-    scores (caption agreements or margins, as ``mode`` says)."""
+    scores (caption agreements or margins, as ``mode`` says; for swap, of the captions it could
+    check, under the vocabulary with this fingerprint)."""
     from streamdetect.detector.cascade import fit_exit
 
     threshold = fit_exit(agreements, exit_share)
     exited = sum(a >= threshold for a in agreements)
-    return {"mode": mode, "exit_threshold": threshold, "exit_share": exit_share, "n": len(agreements),
-            "exited_on_fit": exited / len(agreements)}
+    record = {"mode": mode, "exit_threshold": threshold, "exit_share": exit_share, "n": len(agreements),
+              "exited_on_fit": exited / len(agreements)}
+    return record if vocabulary is None else record | {"vocabulary": vocabulary}
 
 
 def read_cascade(path: str | Path, fingerprint: dict[str, Any]) -> dict[str, Any] | None:

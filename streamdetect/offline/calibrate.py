@@ -37,7 +37,8 @@ class AuditScores:
     # how many were decided by the first stage (their score is the agreement, not MirrorCheck's).
     agreements: dict[str, float] = field(default_factory=dict)
     first_stage: int = 0
-    first_stage_kinds: set[str] = field(default_factory=set)  # agreement, margin: which first stage recorded them
+    # Which first stages recorded them: agreement, margin, or swap:FINGERPRINT (of its vocabulary).
+    first_stage_kinds: set[str] = field(default_factory=set)
 
 
 def _first_stage_score(verdict: dict[str, Any], kinds: set[str]) -> Any:
@@ -47,8 +48,10 @@ def _first_stage_score(verdict: dict[str, Any], kinds: set[str]) -> Any:
     if not isinstance(block, dict):
         return None
     kind = block.get("first_stage", "agreement")
-    kinds.add(str(kind))
-    return block.get("margin") if kind == "margin" else block.get("agreement")
+    kinds.add(str(kind) if kind != "swap" else f"swap:{block.get('vocabulary')}")
+    if block.get("unchecked") is not None:  # swap: it could never exit, so it is no sample of the exit's fit
+        return None
+    return block.get("margin") if kind in ("margin", "swap") else block.get("agreement")
 
 
 def audit_scores(lines: Iterable[str], fingerprint: dict[str, Any]) -> AuditScores:
@@ -225,10 +228,10 @@ def labelled_scores(audit_path: str | None, labels: Iterable[str | dict[str, Any
 
 def clean_folder_scores(settings: Settings, folder: Path, recursive: bool, max_samples: int | None,
                         progress: Callable[[int], None] = lambda n: None,
-                        agreements: list[float] | None = None) -> tuple[list[float], str]:
+                        agreements: list[float | None] | None = None) -> tuple[list[float], str]:
     """Clean scores from a folder of images run through the configured detector; with
     ``agreements``, each image's caption agreement is appended to it too (the cascade's fit)."""
-    from streamdetect.app.detector_config import load_detector_models, stochastic_settings
+    from streamdetect.app.detector_config import cascade_swaps, load_detector_models, stochastic_settings
     from streamdetect.offline.items import EvalItem, image_files
     from streamdetect.offline.scoring import RunOptions, score_items
 
@@ -238,10 +241,11 @@ def clean_folder_scores(settings: Settings, folder: Path, recursive: bool, max_s
         raise ValueError(f"no images in {folder}")
     models = load_detector_models(settings)
     options = RunOptions(seed=settings.seed, batch=settings.max_batch, agreement=agreements is not None,
-                         first_stage=settings.cascade if settings.cascade != "off" else "agreement")
+                         first_stage=settings.cascade if settings.cascade != "off" else "agreement",
+                         swaps=cascade_swaps(settings))
     scored = score_items(items, models, stochastic_settings(settings), options, progress)
-    if agreements is not None:
-        agreements += [s.agreement for s in scored if s.agreement is not None]
+    if agreements is not None:  # one per image; None where the swap first stage cannot check the caption
+        agreements += [s.agreement for s in scored]
     return [s.score for s in scored], f"folder {folder}: {len(scored)} images"
 
 

@@ -261,10 +261,10 @@ class Rescorer:
         image, result.image_from = self.images.get(verdict)
         encoders = [self.encoders[s] for s in verdict["models"]["encoders"]]
         block = verdict.get("cascade") or {}
-        if block.get("first_stage") == "margin":
+        if block.get("first_stage") in ("margin", "swap"):
             rivals = block.get("rivals")
             if not isinstance(rivals, list) or not all(isinstance(r, str) for r in rivals):
-                raise CannotRescore("a margin first-stage verdict without its rivals")
+                raise CannotRescore(f"a {block['first_stage']} first-stage verdict without its rivals")
             result.recomputed_scores = margin_scores(encoders, [image], [verdict["caption"]], [rivals])[0]
         else:
             result.recomputed_scores = agreement_scores(encoders, [image], [verdict["caption"]])[0]

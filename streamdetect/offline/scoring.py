@@ -23,6 +23,7 @@ class RunOptions:
     regenerated_dir: Path | None = None  # keep regenerations here (eval --out DIR/regenerated)
     agreement: bool = False  # also the cascade's first-stage score of each item (calibrate --cascade)
     first_stage: str = "agreement"  # which first-stage score: the caption agreement or its margin over rivals
+    swaps: Any = None  # first stage swap: its vocabulary (detector.Swaps)
 
 
 def regeneration_seed(name: str, seed: int) -> int:
@@ -75,13 +76,19 @@ def _score_chunk(chunk: Sequence[EvalItem], models: Any, stochastic: Any, option
     return scored
 
 
-def _first_stage(models: Any, images: list[Image.Image], captions: list[str], options: RunOptions) -> list[float]:
-    """The cascade's first-stage score of each item, as the worker computes it."""
+def _first_stage(models: Any, images: list[Image.Image], captions: list[str],
+                 options: RunOptions) -> list[float | None]:
+    """The cascade's first-stage score of each item, as the worker computes it; None for a caption
+    the swap first stage cannot check (it never exits, so it is no sample of the exit's fit)."""
     from streamdetect.detector import RIVALS, agreement, agreement_scores, margin_scores
 
     if options.first_stage == "margin":
         rivals = models.captioner.rivals(images, captions, RIVALS)
         return [agreement(s) for s in margin_scores(models.encoders, images, captions, rivals)]
+    if options.first_stage == "swap":
+        rivals = [options.swaps.rivals(c) for c in captions]
+        scores = margin_scores(models.encoders, images, captions, rivals)
+        return [None if options.swaps.unchecked(c) else agreement(s) for c, s in zip(captions, scores)]
     return [agreement(s) for s in agreement_scores(models.encoders, images, captions)]
 
 

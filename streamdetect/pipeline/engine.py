@@ -153,15 +153,25 @@ class Pipeline:
         )
 
     async def _first_stage(self, request: Request, caption: str, source: str) -> Verdict:
-        """The caption agreement; a Verdict decided here when it clears the exit threshold (its
-        ``cascade`` is carried into the regeneration's verdict otherwise)."""
-        assert self.cascade is not None
-        rivals = await self._stage(self.rivals_stage, (request.image, caption), request) \
-            if self.cascade.first_stage == "margin" else None
+        """The first-stage score; a Verdict decided here when it clears the exit threshold and,
+        with ``swap``, every word of the caption was checked (its ``cascade`` is carried into the
+        regeneration's verdict otherwise)."""
+        cascade = self.cascade
+        assert cascade is not None
+        rivals, unchecked = None, None
+        if cascade.first_stage == "margin":
+            rivals = await self._stage(self.rivals_stage, (request.image, caption), request)
+        elif cascade.swaps is not None:  # a pure function of the caption: no model call
+            rivals, unchecked = cascade.swaps.rivals(caption), cascade.swaps.unchecked(caption)
         scores = await self._stage(self.agree_stage, (request.image, caption, rivals), request)
-        mean, exit_at = agreement(scores), self.cascade.exit_threshold
-        exits = mean >= exit_at
-        stage = {"agreement": mean} if rivals is None else {"first_stage": "margin", "margin": mean, "rivals": rivals}
+        mean, exit_at = agreement(scores), cascade.exit_threshold
+        exits = mean >= exit_at and unchecked is None
+        stage = {"agreement": mean} if rivals is None else {"first_stage": cascade.first_stage, "margin": mean,
+                                                            "rivals": rivals}
+        if cascade.swaps is not None:
+            stage["vocabulary"] = cascade.swaps.fingerprint()
+        if unchecked is not None:
+            stage["unchecked"] = unchecked
         return Verdict(
             upload_id=request.upload_id, flagged=False, score=mean, threshold=exit_at, scores=scores,
             caption=caption, caption_source=source, seed=request.seed,  # type: ignore[arg-type]
@@ -206,7 +216,7 @@ class Pipeline:
 
     def _agree_batch(self, items: list[tuple[Image.Image, str, list[str] | None]]) -> list[dict[str, float]]:
         images, captions, rivals = [i[0] for i in items], [i[1] for i in items], [i[2] for i in items]
-        if self.cascade is not None and self.cascade.first_stage == "margin":
+        if self.cascade is not None and self.cascade.margin_based:
             return margin_scores(self._encoders, images, captions, [r or [] for r in rivals])
         return agreement_scores(self._encoders, images, captions)
 

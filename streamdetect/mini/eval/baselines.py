@@ -2,7 +2,8 @@
 image (flag when low), the same convention as MirrorCheck's score.
 
 - caption_margin (a defence, not a baseline): the caption's similarity to the image minus that
-  of its best one-attribute rival, under each encoder; used on the robust encoders.
+  of its best rival (by default the caption with one word swapped for another of its kind, as
+  the worker's first stage ``swap`` has them), under each encoder; used on the robust encoders.
 - clip_score: cosine between the caption's text embedding and the image's embedding, averaged
   over the encoders ("CLIP" in the paper's table).
 - feature_squeezing (Xu et al.): does the caption survive bit-depth reduction and a median
@@ -20,10 +21,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from streamdetect.detector.swaps import load_swaps
 from streamdetect.mini.clip import DomainClip
-from streamdetect.mini.domain import neighbours, to_images
+from streamdetect.mini.domain import to_images
 
 CaptionFn = Callable[[torch.Tensor], list[str]]  # (N, 3, H, W) pixels -> captions
+UNCHECKED = -2.0  # caption_margin of a caption the swap first stage cannot check: below every margin
 
 
 def word_agreement(a: str, b: str) -> float:
@@ -42,12 +45,17 @@ def clip_score(clips: list[DomainClip], x: torch.Tensor, captions: list[str]) ->
 
 def caption_margin(clips: list[DomainClip], x: torch.Tensor, captions: list[str],
                    rivals: list[list[str]] | None = None) -> list[float]:
-    """How much better the caption fits the image than its nearest rivals (by default the captions
-    one attribute away; or the ones given, e.g. the captioner's beam), under each encoder,
-    averaged: positive when the encoder agrees with the caption. On robust encoders an attacker
-    must move the embedding itself to flip it, not just the caption. An image with no rival is
-    measured against the worst possible one (cosine -1)."""
-    rivals = [neighbours(c) for c in captions] if rivals is None else rivals
+    """How much better the caption fits the image than its nearest rivals (by default the caption
+    with one word swapped, from the mini vocabulary: for a domain caption, the captions one
+    attribute away; or the ones given, e.g. the captioner's beam), under each encoder, averaged:
+    positive when the encoder agrees with the caption. On robust encoders an attacker must move
+    the embedding itself to flip it, not just the caption. By default a caption the swap first
+    stage cannot check scores UNCHECKED, the bottom of the scale (it never exits, and is the most
+    suspect); given rivals, an image with none is measured against the worst possible one (cosine -1)."""
+    if rivals is None:
+        swaps = load_swaps("mini")
+        margins = caption_margin(clips, x, captions, [swaps.rivals(c) for c in captions])
+        return [UNCHECKED if swaps.unchecked(c) else m for c, m in zip(captions, margins)]
     with torch.no_grad():
         margins = []
         for clip in clips:

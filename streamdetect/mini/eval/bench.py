@@ -5,8 +5,9 @@ Detectors (methods), each a similarity per image, flagged when low:
 - stochastic: the paper's stochastic variant over those encoders;
 - robust: MirrorCheck scored with the adversarially fine-tuned encoders (`mini-robust`);
 - robust_clip: caption-image agreement under the robust encoders (no regeneration);
-- robust_margin: how much better the caption fits than its one-attribute rivals, under the
-  robust encoders (no regeneration);
+- robust_margin: how much better the caption fits than its rivals with one word swapped (the
+  worker's first stage ``swap`` with the mini vocabulary: for a domain caption, its one-attribute
+  rivals), under the robust encoders (no regeneration);
 - fused: the worst clean-standardised of robust and robust_margin (detector.fusion, fitted on
   clean validation scenes);
 - private, private_margin: MirrorCheck and the caption margin with robust encoders trained from
@@ -16,8 +17,9 @@ Detectors (methods), each a similarity per image, flagged when low:
   the caption agreement (clip_score on the public encoders, robust_clip on the robust ones)
   clears the exit threshold fitted on clean validation scenes for the exit budget, else the
   always-regenerate score (mirrorcheck, robust);
-- margin_cascade: the same with the caption margin on the robust encoders (robust_margin) as
-  its first stage, then robust MirrorCheck;
+- swap_cascade: the worker's `--profile mini-robust --cascade swap`: the caption margin on the
+  robust encoders (robust_margin) as its first stage (a caption it cannot check never exits),
+  then robust MirrorCheck;
 - robust_beam_margin, beam_cascade: the caption margin against the captioner's own beam-search
   rivals instead of the domain's one-attribute ones (what a worker outside the mini domain can
   have), and the cascade with it as its first stage;
@@ -41,8 +43,8 @@ from streamdetect.detector.stochastic import StochasticSettings, draw, score_wit
 from streamdetect.mini.attacks import (EoTSettings, PGDSettings, Pull, WhiteBoxCaptioner, adaptive_attack,
                                        pgd_attack, transfer_attack, untargeted_attack)
 from streamdetect.mini.clip import DomainClip
-from streamdetect.mini.eval.baselines import (caption_margin, captioner_fn, clip_score, feature_squeezing,
-                                             mutation_divergence)
+from streamdetect.mini.eval.baselines import (UNCHECKED, caption_margin, captioner_fn, clip_score,
+                                             feature_squeezing, mutation_divergence)
 from streamdetect.mini.domain import neighbours, parse_caption, to_images, to_tensor
 from streamdetect.mini.train.encoders import SURROGATE
 from streamdetect.mini.train.robust import ROBUST
@@ -51,7 +53,7 @@ from streamdetect.models.generator import Generator
 from streamdetect.models.profiles import MINI_ENCODERS, ModelSet, load_models, mini_profile
 
 METHODS = ("mirrorcheck", "stochastic", "robust", "robust_clip", "robust_margin", "fused", "private", "private_margin",
-           "cascade", "robust_cascade", "margin_cascade", "robust_beam_margin", "beam_cascade", "clip_score",
+           "cascade", "robust_cascade", "swap_cascade", "robust_beam_margin", "beam_cascade", "clip_score",
            "feature_squeezing", "mutation_divergence")
 AIMED = {  # who an adaptive attack is aimed at -> the detectors judged on it
     "public": ("mirrorcheck", "cascade", "clip_score", "feature_squeezing", "mutation_divergence"),
@@ -61,22 +63,22 @@ AIMED = {  # who an adaptive attack is aimed at -> the detectors judged on it
     "cascade": ("cascade", "mirrorcheck"),  # the agreement and MirrorCheck's regenerations together
     "stochastic": ("stochastic",),
     "robust": ("robust", "robust_clip", "robust_margin", "fused", "private", "private_margin", "robust_cascade",
-               "margin_cascade", "robust_beam_margin", "beam_cascade"),
+               "swap_cascade", "robust_beam_margin", "beam_cascade"),
     "robust_first_stage": ("robust_cascade", "robust"),
     # At the margin cascade's first stage alone: the wrong caption must beat its own rivals (the
     # true caption among them) under the robust encoders.
-    "margin_first_stage": ("margin_cascade", "beam_cascade", "robust"),
+    "margin_first_stage": ("swap_cascade", "beam_cascade", "robust"),
     # At the beam margin: every robust signal, the margin over the target's rivals other than the
     # truth, and the true caption pushed out of the captioner's beam (so it is no rival).
-    "beam": ("beam_cascade", "margin_cascade", "robust"),
+    "beam": ("beam_cascade", "swap_cascade", "robust"),
 }
 ROBUST_AIMS = ("robust", "robust_first_stage", "margin_first_stage", "beam")  # aims at the robust encoders
 CASCADES = {"cascade": ("clip_score", "mirrorcheck"), "robust_cascade": ("robust_clip", "robust"),
-            "margin_cascade": ("robust_margin", "robust"), "beam_cascade": ("robust_beam_margin", "robust")}
+            "swap_cascade": ("robust_margin", "robust"), "beam_cascade": ("robust_beam_margin", "robust")}
 # (first stage, then the regeneration)
 # Aims that exist to compare a cascade with always-regenerate: run only when the cascade is judged.
 COMPARED = {"first_stage": ("cascade",), "cascade": ("cascade",), "robust_first_stage": ("robust_cascade",),
-            "margin_first_stage": ("margin_cascade", "beam_cascade"), "beam": ("beam_cascade",)}
+            "margin_first_stage": ("swap_cascade", "beam_cascade"), "beam": ("beam_cascade",)}
 FUSED_SIGNALS = ("robust", "robust_margin")
 REGEN_SEED, DRAW_SEED, TARGET_SEED = 1_000_000, 2_000_000, 3_000_000  # detector's vs attacker's seeds
 
@@ -178,7 +180,7 @@ class MiniBench:
         before fit_exits nothing exits (the validation scenes are judged as always-regenerate)."""
         first, second = (judged.scores[part] for part in CASCADES[cascade])
         exit_at = self.exits.get(cascade, float("inf"))
-        judged.exits[cascade] = [a >= exit_at for a in first]
+        judged.exits[cascade] = [a >= exit_at and a != UNCHECKED for a in first]
         judged.scores[cascade] = [cascade_score(a, s, exit_at) for a, s in zip(first, second)]
 
     def fit_exits(self, clean_validation: Judged) -> None:
@@ -186,7 +188,8 @@ class MiniBench:
         `calibrate --cascade agreement` fits the worker's), then the validation scenes re-judged."""
         for cascade in set(clean_validation.scores) & set(CASCADES):
             first = clean_validation.scores[CASCADES[cascade][0]]
-            self.exits[cascade] = fit_exit(first, self.settings.cascade_exit_share)
+            checked = [a for a in first if a != UNCHECKED]  # as calibrate fits the swap exit: on what it checks
+            self.exits[cascade] = fit_exit(checked, self.settings.cascade_exit_share)
             self._cascade(clean_validation, cascade)
 
     def fit_fusion(self, clean_validation: Judged) -> None:
