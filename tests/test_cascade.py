@@ -9,6 +9,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 from click.testing import CliRunner
 from PIL import Image
 
@@ -17,7 +18,7 @@ from streamdetect.app.detector_config import cascade_settings
 from streamdetect.app.wiring import build_pipeline
 from streamdetect.cli.main import main
 from streamdetect.detector import fit_exit, load_swaps
-from streamdetect.mini.domain import make_split, neighbours
+from streamdetect.mini.domain import ALL_SCENES, make_split, neighbours
 from streamdetect.offline.calibrate import audit_scores, cascade_scores
 from streamdetect.pipeline.engine import Request
 from streamdetect.settings import ConfigError, Settings
@@ -239,3 +240,20 @@ def test_audit_swap_verdicts_of_another_vocabulary_or_unchecked_are_no_samples_o
     result = CliRunner().invoke(main, ["calibrate", "--profile", "mini", "--cascade", "swap", "--audit",
                                        str(audit), "--threshold-file", str(tmp_path / "t.json")])
     assert result.exit_code != 0 and "swap:0123456789abcdef, not swap:" in result.output, result.output
+
+
+def test_cached_text_embeddings_equal_fresh_ones_and_stay_bounded() -> None:
+    from streamdetect.detector.text_cache import CachedText
+    from streamdetect.models.encoders import ImageEncoder
+    from streamdetect.models.profiles import MINI_ENCODERS, MINI_WEIGHTS
+
+    encoder = ImageEncoder.load(f"open_clip:{MINI_WEIGHTS / MINI_ENCODERS[0]}")
+    cached = CachedText(encoder, size=5)
+    captions = [s.caption for s in ALL_SCENES[:8]]
+    first = cached.embed_text(captions[:4] + captions[:2])  # repeats inside one call are embedded once
+    assert cached.misses == 4 and cached.hits == 2
+    again = cached.embed_text(captions)
+    assert cached.misses == 8 and len(cached._rows) == 5
+    fresh = encoder.embed_text(captions)
+    assert torch.allclose(again, fresh, atol=1e-5) and torch.allclose(first[4:], fresh[:2], atol=1e-5)
+    assert cached.embed_text([]).shape == (0, encoder.dim)

@@ -24,6 +24,7 @@ from PIL import Image
 
 from streamdetect.detector import (RIVALS, CascadeSettings, Draw, PairToScore, StochasticSettings, Verdict, agreement,
                                    agreement_scores, decide, draw, margin_scores, new_seed, score_batch)
+from streamdetect.detector.text_cache import CachedText
 from streamdetect.pipeline.batcher import Batcher, BatchObserver, BatchSettings, StageSettings
 
 
@@ -106,6 +107,8 @@ class Pipeline:
         self._captioner = captioner
         self._generators = generators
         self._encoders = list(encoders)
+        # The first stage's encoders keep the text embeddings they made: captions and rivals recur.
+        self._first_encoders = [CachedText(e) for e in self._encoders] if cascade is not None else []  # type: ignore
         # One device thread: model calls never run on the event loop and never contend
         # with each other for the accelerator.
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="device")
@@ -217,8 +220,8 @@ class Pipeline:
     def _agree_batch(self, items: list[tuple[Image.Image, str, list[str] | None]]) -> list[dict[str, float]]:
         images, captions, rivals = [i[0] for i in items], [i[1] for i in items], [i[2] for i in items]
         if self.cascade is not None and self.cascade.margin_based:
-            return margin_scores(self._encoders, images, captions, [r or [] for r in rivals])
-        return agreement_scores(self._encoders, images, captions)
+            return margin_scores(self._first_encoders, images, captions, [r or [] for r in rivals])
+        return agreement_scores(self._first_encoders, images, captions)
 
     def _rivals_batch(self, items: list[tuple[Image.Image, str]]) -> list[list[str]]:
         return self._captioner.rivals([image for image, _ in items], [caption for _, caption in items], RIVALS)
