@@ -211,22 +211,24 @@ def test_attack_command_shows_the_easiest_caption_attack_on_the_robust_detector(
 def test_cascades_against_attacks_aimed_at_their_first_stages():
     """Issue 14's proof, reduced (n=16 test, 40 validation scenes, eps 8, 30 attack steps): the
     weakest-rival attack aimed at every signal of the robust detectors and at each cascade's first
-    stage. Against the robust aims and the margin's own band, the margin cascade with the
-    captioner's beam rivals (`cascade=margin`) is no worse than always-regenerate beyond two
-    paired standard errors in undetected-success and TPR at 1% FPR. Two known losses (README "The
-    cascade", n=50) are held from growing: the agreement cascade's TPR at 1% FPR (-0.10, -0.13),
-    and the margin cascade against the aim "beam", which pushes the true caption out of the
-    captioner's beam (+0.26 undetected, -0.18 TPR)."""
+    stage. The swap cascade (`cascade=swap`: rivals with one word swapped, from the vocabulary) is
+    no worse than always-regenerate beyond two paired standard errors in undetected-success and
+    TPR at 1% FPR at every aim, the aim "beam" included; so is the margin cascade with the
+    captioner's beam rivals (`cascade=margin`) at the robust aims and its own band. Two known
+    losses (README "The cascade", n=50) are held from growing: the agreement cascade's TPR at 1%
+    FPR (-0.10, -0.13), and the beam-rival margin cascade against the aim "beam", which pushes the
+    true caption out of the captioner's beam (+0.26 undetected, -0.18 TPR)."""
     from streamdetect.mini.eval.run import EvalSettings, run_eval
 
     settings = EvalSettings(n=16, n_val=40, eps=(8.0,), attacks=("weakest",),
-                            methods=("robust", "robust_cascade", "beam_cascade"), attack_steps=30, steps_sweep=())
+                            methods=("robust", "robust_cascade", "swap_cascade", "beam_cascade"), attack_steps=30,
+                            steps_sweep=())
     comparison = run_eval(settings, log=print)["cascade"]
     pairs = {(p["cascade"], p["aimed_at"]): p for p in comparison["pairs"]}
     assert set(pairs) == {("robust_cascade", "robust"), ("robust_cascade", "robust_first_stage"),
-                          ("beam_cascade", "robust"), ("beam_cascade", "margin_first_stage"),
-                          ("beam_cascade", "beam")}, pairs.keys()
-    for cascade in ("robust_cascade", "beam_cascade"):
+                          *((c, aim) for c in ("swap_cascade", "beam_cascade")
+                            for aim in ("robust", "margin_first_stage", "beam"))}, pairs.keys()
+    for cascade in ("robust_cascade", "swap_cascade", "beam_cascade"):
         assert comparison["clean_exit_rate"][cascade] >= 0.5  # the cascade does skip regeneration
     for (cascade, aim), pair in pairs.items():
         print(cascade, aim, pair["undetected_success_rate"], pair["tpr_at_1pct_fpr"], pair["attacked_exit_rate"])
@@ -235,7 +237,7 @@ def test_cascades_against_attacks_aimed_at_their_first_stages():
             assert und["difference"] <= 0.5 and -tpr["difference"] <= 0.4, pair
             continue
         assert und["difference"] <= 2 * und["se"] + 1e-9, pair
-        if cascade == "beam_cascade":
+        if cascade != "robust_cascade":
             assert -tpr["difference"] <= 2 * tpr["se"] + 1e-9, pair
         else:
             assert -tpr["difference"] <= 0.2, pair

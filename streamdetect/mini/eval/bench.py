@@ -78,7 +78,7 @@ CASCADES = {"cascade": ("clip_score", "mirrorcheck"), "robust_cascade": ("robust
 # (first stage, then the regeneration)
 # Aims that exist to compare a cascade with always-regenerate: run only when the cascade is judged.
 COMPARED = {"first_stage": ("cascade",), "cascade": ("cascade",), "robust_first_stage": ("robust_cascade",),
-            "margin_first_stage": ("swap_cascade", "beam_cascade"), "beam": ("beam_cascade",)}
+            "margin_first_stage": ("swap_cascade", "beam_cascade"), "beam": ("beam_cascade", "swap_cascade")}
 FUSED_SIGNALS = ("robust", "robust_margin")
 REGEN_SEED, DRAW_SEED, TARGET_SEED = 1_000_000, 2_000_000, 3_000_000  # detector's vs attacker's seeds
 
