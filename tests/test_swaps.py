@@ -24,9 +24,16 @@ def test_for_every_mini_caption_the_rivals_are_its_one_attribute_neighbours() ->
 def test_a_caption_that_cannot_be_checked_word_by_word_says_why() -> None:
     swaps = load_swaps("mini")
     assert "does not know: hexagon" in swaps.unchecked("a small red hexagon at the left on a white background")
-    assert swaps.unchecked("a at the on a background") == "no word to swap"
-    assert swaps.unchecked("") == "no word to swap" and swaps.rivals("") == []
-    assert swaps.unchecked(" ".join(["red"] * 20)) == f"more than {MAX_RIVALS} rivals"
+    # What a caption leaves out has no rival: the mini vocabulary's template says what it must name.
+    assert swaps.unchecked("a large orange triangle at the left on a large background") == \
+        "does not follow the vocabulary's templates"
+    assert swaps.unchecked("a small red circle at the the left on a white background") == \
+        "does not follow the vocabulary's templates"
+    no_template = Swaps(swaps.kinds, swaps.fixed)
+    assert no_template.unchecked("a at the on a background") == "no word to swap"
+    assert no_template.unchecked("a large orange triangle at the left on a large background") is None
+    assert no_template.unchecked("") == "no word to swap" and swaps.rivals("") == []
+    assert no_template.unchecked(" ".join(["red"] * 20)) == f"more than {MAX_RIVALS} rivals"
     assert len(swaps.rivals(" ".join(["red"] * 20))) == MAX_RIVALS
     assert swaps.unchecked(" ".join(["a"] * 65)) == "more than 64 words"
     # Case and spacing do not matter; the rivals come back lower-cased and single-spaced.
@@ -61,7 +68,11 @@ def test_a_bad_vocabulary_file_is_refused_with_its_reason(tmp_path: Path) -> Non
                             ('{"kinds": {"colour": ["red", "blue"], "hue": ["red", "green"]}, "fixed": []}', "twice"),
                             ('{"kinds": {"colour": ["red", "blue"]}, "fixed": ["red"]}', "twice"),
                             ('{"kinds": {"colour": ["Red", "blue"]}, "fixed": []}', "lower-case"),
-                            ('{"kinds": {"colour": "red blue"}, "fixed": []}', "list of words")):
+                            ('{"kinds": {"colour": "red blue"}, "fixed": []}', "list of words"),
+                            ('{"kinds": {"colour": ["red", "blue"]}, "fixed": ["a"], "templates": ["a {hue}"]}',
+                             "expected fixed words and"),
+                            ('{"kinds": {"colour": ["red", "blue"]}, "fixed": ["a"], "templates": "a {colour}"}',
+                             "list of strings")):
         bad.write_text(content)
         with pytest.raises(VocabularyError, match=reason):
             load_swaps(str(bad))
@@ -69,7 +80,9 @@ def test_a_bad_vocabulary_file_is_refused_with_its_reason(tmp_path: Path) -> Non
 
 def test_the_fingerprint_follows_the_content_not_the_file() -> None:
     mini = load_swaps("mini")
-    same = Swaps(dict(mini.kinds), frozenset(mini.fixed), "copy")
+    same = Swaps(dict(mini.kinds), frozenset(mini.fixed), "copy", mini.templates)
     assert same.fingerprint() == mini.fingerprint() != load_swaps("general").fingerprint()
     kinds = json.loads(json.dumps(mini.kinds)) | {"size": ["small", "large", "medium"]}
-    assert Swaps({k: tuple(v) for k, v in kinds.items()}, mini.fixed).fingerprint() != mini.fingerprint()
+    assert Swaps({k: tuple(v) for k, v in kinds.items()}, mini.fixed, templates=mini.templates).fingerprint() != \
+        mini.fingerprint()
+    assert Swaps(dict(mini.kinds), mini.fixed).fingerprint() != mini.fingerprint()  # the templates count

@@ -55,7 +55,7 @@ def fit(models: Any, config: CascadeBench) -> dict[str, Any]:
     """Clean validation scores of both signals, and the thresholds of each detector."""
     from streamdetect.detector import (RIVALS, agreement, agreement_scores, fit_exit, load_swaps, margin_scores,
                                        score_pairs)
-    from streamdetect.detector.cascade import cascade_score
+    from streamdetect.detector.cascade import can_exit, cascade_score
     from streamdetect.detector.mirrorcheck import ensemble_score
     from streamdetect.detector.thresholds import fit_target_fpr
     from streamdetect.mini.domain import make_split
@@ -69,10 +69,11 @@ def fit(models: Any, config: CascadeBench) -> dict[str, Any]:
                                              models.captioner.rivals(images, captions, RIVALS)),
              "swap": lambda: margin_scores(models.encoders, images, captions, [swaps.rivals(c) for c in captions])}
     swaps = load_swaps("mini")
-    checked = [swaps.unchecked(c) is None for c in captions]  # only swap's exit asks for it
     out: dict[str, Any] = {"always": {"threshold": fit_target_fpr(mirror, config.target_fpr).threshold}}
     for kind in config.first_stages:
-        agreed = [agreement(s) if ok or kind != "swap" else -float("inf") for s, ok in zip(first[kind](), checked)]
+        unchecked = [swaps.unchecked(c) if kind == "swap" else None for c in captions]
+        agreed = [a if can_exit(kind, a, u) else -float("inf")  # never exits: no sample of the fit
+                  for a, u in zip((agreement(s) for s in first[kind]()), unchecked)]
         for budget in config.budgets:
             exit_at = fit_exit([a for a in agreed if a > -float("inf")], budget)
             mixed = [cascade_score(a, m, exit_at) for a, m in zip(agreed, mirror)]

@@ -99,6 +99,16 @@ def agreement(scores: dict[str, float]) -> float:
     return sum(scores.values()) / len(scores)
 
 
+def can_exit(first_stage: str, score: float, unchecked: str | None = None) -> bool:
+    """Whatever the exit threshold: a margin first stage (margin, swap) lets a caption through only
+    when it beats every rival (margin above zero: a rival the encoders cannot tell from it, e.g.
+    one that differs past the words they read, is a tie, not a win), and swap only a caption it
+    could check word by word. Samples that cannot exit are no samples of the exit's fit either."""
+    if unchecked is not None:
+        return False
+    return score > 0.0 if first_stage in ("margin", "swap") else True
+
+
 def cascade_score(agreed: float, score: float, exit_threshold: float) -> float:
     """The cascade's score of one upload: 1.0 (decided clean, the top of the scale) when its
     agreement clears the exit threshold, else the regeneration's score. Calibration, the mini eval

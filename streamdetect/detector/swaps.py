@@ -8,10 +8,18 @@ caption with a word the vocabulary neither swaps nor lists as fixed cannot be ch
 word, and is never let through unregenerated (``Swaps.unchecked`` says why); nor is one with no
 rival or with more rivals than a first stage may spend on one upload.
 
-A vocabulary is a JSON file: ``{"kinds": {kind: [word, ...]}, "fixed": [word, ...]}``, where a
-word belongs to at most one kind and ``fixed`` holds the words that carry no visual claim (a, the,
-on, ...). The packaged ones are in ``vocabularies/``: ``mini`` (the mini domain's attributes) and
-``general`` (a starting vocabulary of common visual words for open-domain captions).
+The rivals test the words a caption says, not what it leaves out: a caption that drops an
+attribute (or says a size where the background belongs) has no rival for the missing claim. A
+vocabulary may therefore list ``templates``, the shapes its captions take; a caption that
+follows none of them is not checked either. Without templates (``general``) an omission goes
+untested: README, "The cascade".
+
+A vocabulary is a JSON file: ``{"kinds": {kind: [word, ...]}, "fixed": [word, ...], "templates":
+["a {size} {shape} ...", ...]}``, where a word belongs to at most one kind, ``fixed`` holds the
+words that carry no visual claim (a, the, on, ...) and ``templates`` (optional) are captions of
+fixed words and ``{kind}`` slots. The packaged ones are in ``vocabularies/``: ``mini`` (the mini
+domain's attributes and its one template) and ``general`` (a starting vocabulary of common
+visual words for open-domain captions, no templates).
 """
 
 from __future__ import annotations
@@ -36,8 +44,15 @@ class Swaps:
     kinds: dict[str, tuple[str, ...]]
     fixed: frozenset[str]
     name: str = "custom"
+    templates: tuple[tuple[str, ...], ...] = ()  # fixed words and "{kind}" slots; empty: any shape
 
     def __post_init__(self) -> None:
+        for template in self.templates:
+            bad = [t for t in template
+                   if t not in self.fixed and not (t.startswith("{") and t.endswith("}") and t[1:-1] in self.kinds)]
+            if bad or not template:
+                raise VocabularyError(f"vocabulary {self.name}: template {' '.join(template)!r} has {bad or 'no words'}: "
+                                      "expected fixed words and {kind} slots")
         seen: dict[str, str] = {}
         for kind, words in self.kinds.items():
             if len(words) < 2:
@@ -76,6 +91,8 @@ class Swaps:
         if unknown:
             shown = ", ".join(unknown[:8]) + (", ..." if len(unknown) > 8 else "")
             return f"words the vocabulary does not know: {shown}"[:500]
+        if self.templates and not any(self._follows(words, t) for t in self.templates):
+            return "does not follow the vocabulary's templates"
         count = sum(len(self.kinds[self.kind_of[w]]) - 1 for w in words if w in self.kind_of)
         if count == 0:
             return "no word to swap"
@@ -83,13 +100,18 @@ class Swaps:
             return f"more than {MAX_RIVALS} rivals"
         return None
 
+    def _follows(self, words: list[str], template: tuple[str, ...]) -> bool:
+        return len(words) == len(template) and all(
+            self.kind_of.get(w) == t[1:-1] if t.startswith("{") else w == t for w, t in zip(words, template))
+
     def fingerprint(self) -> str:
         """What a fitted exit threshold depends on: the vocabulary's content."""
         return self._fingerprint
 
     @cached_property
     def _fingerprint(self) -> str:
-        canonical = json.dumps({"kinds": self.kinds, "fixed": sorted(self.fixed)}, sort_keys=True)
+        canonical = json.dumps({"kinds": self.kinds, "fixed": sorted(self.fixed),
+                                "templates": [" ".join(t) for t in self.templates]}, sort_keys=True)
         return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
 
@@ -111,4 +133,8 @@ def load_swaps(name_or_path: str) -> Swaps:
         raise VocabularyError(f"vocabulary {path}: {exc}") from exc
     if len(kinds) != len(data["kinds"]):
         raise VocabularyError(f"vocabulary {path}: every kind must be a list of words")
-    return Swaps(kinds, frozenset(str(w) for w in data["fixed"]), path.stem)
+    templates = data.get("templates", [])
+    if not isinstance(templates, list) or not all(isinstance(t, str) for t in templates):
+        raise VocabularyError(f"vocabulary {path}: templates must be a list of strings")
+    return Swaps(kinds, frozenset(str(w) for w in data["fixed"]), path.stem,
+                 tuple(tuple(t.lower().split()) for t in templates))

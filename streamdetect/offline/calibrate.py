@@ -49,9 +49,12 @@ def _first_stage_score(verdict: dict[str, Any], kinds: set[str]) -> Any:
         return None
     kind = block.get("first_stage", "agreement")
     kinds.add(str(kind) if kind != "swap" else f"swap:{block.get('vocabulary')}")
-    if block.get("unchecked") is not None:  # swap: it could never exit, so it is no sample of the exit's fit
-        return None
-    return block.get("margin") if kind in ("margin", "swap") else block.get("agreement")
+    from streamdetect.detector.cascade import can_exit
+
+    score = block.get("margin") if kind in ("margin", "swap") else block.get("agreement")
+    if not isinstance(score, (int, float)) or not can_exit(str(kind), float(score), block.get("unchecked")):
+        return None  # it could never exit, so it is no sample of the exit's fit
+    return score
 
 
 def audit_scores(lines: Iterable[str], fingerprint: dict[str, Any]) -> AuditScores:

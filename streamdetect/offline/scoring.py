@@ -78,18 +78,19 @@ def _score_chunk(chunk: Sequence[EvalItem], models: Any, stochastic: Any, option
 
 def _first_stage(models: Any, images: list[Image.Image], captions: list[str],
                  options: RunOptions) -> list[float | None]:
-    """The cascade's first-stage score of each item, as the worker computes it; None for a caption
-    the swap first stage cannot check (it never exits, so it is no sample of the exit's fit)."""
+    """The cascade's first-stage score of each item, as the worker computes it; None for one that
+    could never exit (detector.cascade.can_exit), which is no sample of the exit's fit."""
     from streamdetect.detector import RIVALS, agreement, agreement_scores, margin_scores
+    from streamdetect.detector.cascade import can_exit
 
-    if options.first_stage == "margin":
-        rivals = models.captioner.rivals(images, captions, RIVALS)
-        return [agreement(s) for s in margin_scores(models.encoders, images, captions, rivals)]
-    if options.first_stage == "swap":
-        rivals = [options.swaps.rivals(c) for c in captions]
-        scores = margin_scores(models.encoders, images, captions, rivals)
-        return [None if options.swaps.unchecked(c) else agreement(s) for c, s in zip(captions, scores)]
-    return [agreement(s) for s in agreement_scores(models.encoders, images, captions)]
+    if options.first_stage == "agreement":
+        return [agreement(s) for s in agreement_scores(models.encoders, images, captions)]
+    swaps = options.swaps
+    rivals = [swaps.rivals(c) for c in captions] if options.first_stage == "swap" else \
+        models.captioner.rivals(images, captions, RIVALS)
+    margins = [agreement(s) for s in margin_scores(models.encoders, images, captions, rivals)]
+    return [m if can_exit(options.first_stage, m, swaps.unchecked(c) if swaps else None) else None
+            for c, m in zip(captions, margins)]
 
 
 def _open(path: Path) -> Image.Image:

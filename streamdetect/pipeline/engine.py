@@ -24,6 +24,7 @@ from PIL import Image
 
 from streamdetect.detector import (RIVALS, CascadeSettings, Draw, PairToScore, StochasticSettings, Verdict, agreement,
                                    agreement_scores, decide, draw, margin_scores, new_seed, score_batch)
+from streamdetect.detector.cascade import can_exit
 from streamdetect.detector.text_cache import CachedText
 from streamdetect.pipeline.batcher import Batcher, BatchObserver, BatchSettings, StageSettings
 
@@ -168,7 +169,7 @@ class Pipeline:
             rivals, unchecked = cascade.swaps.rivals(caption), cascade.swaps.unchecked(caption)
         scores = await self._stage(self.agree_stage, (request.image, caption, rivals), request)
         mean, exit_at = agreement(scores), cascade.exit_threshold
-        exits = mean >= exit_at and unchecked is None
+        exits = mean >= exit_at and can_exit(cascade.first_stage, mean, unchecked)
         stage = {"agreement": mean} if rivals is None else {"first_stage": cascade.first_stage, "margin": mean,
                                                             "rivals": rivals}
         if cascade.swaps is not None:

@@ -36,7 +36,7 @@ from pathlib import Path
 
 import torch
 
-from streamdetect.detector.cascade import cascade_score, fit_exit
+from streamdetect.detector.cascade import can_exit, fit_exit
 from streamdetect.detector.fusion import MinZFusion
 from streamdetect.detector.mirrorcheck import ensemble_score, score_pairs
 from streamdetect.detector.stochastic import StochasticSettings, draw, score_with_draw
@@ -180,17 +180,24 @@ class MiniBench:
         before fit_exits nothing exits (the validation scenes are judged as always-regenerate)."""
         first, second = (judged.scores[part] for part in CASCADES[cascade])
         exit_at = self.exits.get(cascade, float("inf"))
-        judged.exits[cascade] = [a >= exit_at and a != UNCHECKED for a in first]
-        judged.scores[cascade] = [cascade_score(a, s, exit_at) for a, s in zip(first, second)]
+        judged.exits[cascade] = [a >= exit_at and self._can_exit(cascade, a) for a in first]
+        judged.scores[cascade] = [1.0 if out else s for out, s in zip(judged.exits[cascade], second)]
 
     def fit_exits(self, clean_validation: Judged) -> None:
         """Each cascade's exit threshold for the budget, on the clean validation agreements (as
         `calibrate --cascade agreement` fits the worker's), then the validation scenes re-judged."""
         for cascade in set(clean_validation.scores) & set(CASCADES):
             first = clean_validation.scores[CASCADES[cascade][0]]
-            checked = [a for a in first if a != UNCHECKED]  # as calibrate fits the swap exit: on what it checks
-            self.exits[cascade] = fit_exit(checked, self.settings.cascade_exit_share)
+            can = [a for a in first if self._can_exit(cascade, a)]  # as calibrate fits: on what can exit
+            self.exits[cascade] = fit_exit(can, self.settings.cascade_exit_share)
             self._cascade(clean_validation, cascade)
+
+    @staticmethod
+    def _can_exit(cascade: str, score: float) -> bool:
+        """The worker's rule (detector.cascade.can_exit): a margin first stage exits only above zero,
+        and a caption the swap stage cannot check scores UNCHECKED, below zero."""
+        first_stage = {"swap_cascade": "swap", "beam_cascade": "margin"}.get(cascade, "agreement")
+        return can_exit(first_stage, score) and score != UNCHECKED
 
     def fit_fusion(self, clean_validation: Judged) -> None:
         self.fusion = MinZFusion.fit({k: clean_validation.scores[k] for k in FUSED_SIGNALS})
