@@ -48,6 +48,15 @@ def judge(settings: Settings, images: list[Image.Image]) -> list:
     return asyncio.run(run())
 
 
+def fits_the_wire(*verdicts: object) -> None:
+    """Each verdict builds a verdict event: the wire schema takes it (it raises otherwise)."""
+    for verdict in verdicts:
+        upload = events.Upload(upload_id=verdict.upload_id, image="s3://b/k")  # type: ignore[attr-defined]
+        events.VerdictEvent.build(verdict.as_dict(), upload, events.Source("uploads", 0, 0), "w",  # type: ignore
+                                  "setting", events.image_description("s3://b/k", b"x"),
+                                  {"store": None, "input": None, "regenerated": None})
+
+
 def test_confident_agreement_exits_clean_without_a_regeneration_and_the_rest_regenerate() -> None:
     images = make_split(0, "val", 6)[0]
     agreed = judge(Settings(profile="mini", cascade="agreement", cascade_exit_threshold=-1.0), images)
@@ -59,11 +68,7 @@ def test_confident_agreement_exits_clean_without_a_regeneration_and_the_rest_reg
     always = judge(Settings(profile="mini"), images)
     assert [round(v.score, 6) for v in always] == [round(v.score, 6) for v in regenerated]  # same MirrorCheck
     assert all(v.cascade is None and v.decided_by == "regeneration" for v in always)
-    for verdict in (agreed[0], regenerated[0]):  # both fit the wire schema
-        upload = events.Upload(upload_id=verdict.upload_id, image="s3://b/k")
-        events.VerdictEvent.build(verdict.as_dict(), upload, events.Source("uploads", 0, 0), "w", "setting",
-                                  events.image_description("s3://b/k", b"x"),
-                                  {"store": None, "input": None, "regenerated": None})
+    fits_the_wire(agreed[0], regenerated[0])
 
 
 def test_the_cascade_needs_an_exit_threshold_and_vanilla_mode(tmp_path: Path) -> None:
@@ -141,11 +146,7 @@ def test_the_margin_first_stage_measures_the_caption_against_the_captioners_riva
     assert sum(v.score > 0 for v in exited) >= 5, [v.score for v in exited]
     regenerated = judge(Settings(profile="mini", cascade="margin", cascade_exit_threshold=1.0), images)
     assert all(v.decided_by == "regeneration" and v.cascade["exited"] is False for v in regenerated)
-    upload = events.Upload(upload_id="u0", image="s3://b/k")
-    for verdict in (exited[0], regenerated[0]):  # the wire schema takes both
-        events.VerdictEvent.build(verdict.as_dict(), upload, events.Source("uploads", 0, 0), "w", "setting",
-                                  events.image_description("s3://b/k", b"x"),
-                                  {"store": None, "input": None, "regenerated": None})
+    fits_the_wire(exited[0], regenerated[0])
 
 
 def test_calibrate_fits_the_margin_exit_and_refuses_a_file_fitted_for_the_other_first_stage(tmp_path: Path) -> None:
@@ -184,10 +185,7 @@ def test_the_swap_first_stage_measures_the_caption_against_itself_with_one_word_
             load_swaps("mini").fingerprint()
     # Clean scenes: the caption fits better than each of its one-attribute rivals.
     assert sum(v.score > 0 for v in exited) >= 5, [v.score for v in exited]
-    upload = events.Upload(upload_id="u0", image="s3://b/k")
-    events.VerdictEvent.build(exited[0].as_dict(), upload, events.Source("uploads", 0, 0), "w", "setting",
-                              events.image_description("s3://b/k", b"x"),
-                              {"store": None, "input": None, "regenerated": None})
+    fits_the_wire(exited[0])
 
 
 def test_a_caption_the_swap_stage_cannot_check_is_regenerated_whatever_its_margin() -> None:
@@ -206,10 +204,7 @@ def test_a_caption_the_swap_stage_cannot_check_is_regenerated_whatever_its_margi
                             (huge, "more than 64 words"), (off_template, "does not follow the vocabulary's templates")):
         assert verdict.decided_by == "regeneration" and verdict.regenerated is not None, verdict.cascade
         assert reason in verdict.cascade["unchecked"] and verdict.cascade["exited"] is False
-    upload = events.Upload(upload_id="u0", image="s3://b/k")
-    events.VerdictEvent.build(unknown.as_dict(), upload, events.Source("uploads", 0, 0), "w", "setting",
-                              events.image_description("s3://b/k", b"x"),
-                              {"store": None, "input": None, "regenerated": None})
+    fits_the_wire(unknown)
 
 
 def test_calibrate_fits_the_swap_exit_for_its_vocabulary_and_the_worker_checks_it(tmp_path: Path) -> None:
