@@ -37,6 +37,14 @@ function text(parent, selector, value) {
   parent.querySelector(selector).textContent = value === null || value === undefined ? "" : String(value);
 }
 
+// Why the cascade's first stage did not clear the upload (it went on to regeneration).
+function firstStage(c) {
+  const kind = c.first_stage || "agreement";
+  if (c.unchecked) return `${kind}: not checked (${c.unchecked})`;
+  const score = kind === "agreement" ? c.agreement : c.margin;
+  return `${kind} ${Number(score).toFixed(4)}, exit at ${Number(c.exit_threshold).toFixed(4)}: ${c.exited ? "exited" : "regenerated"}`;
+}
+
 function detail(list, name, value) {
   const dt = document.createElement("dt");
   dt.textContent = name;
@@ -84,6 +92,7 @@ function render(view) {
   detail(details, "encoders", (models.encoders || []).join(", "));
   detail(details, "seed", v.seed);
   if (v.stochastic) detail(details, "draw", `seed ${v.stochastic.seed}, noise ${v.stochastic.noise_scale}`);
+  if (v.cascade) detail(details, "first stage", firstStage(v.cascade));
   detail(details, "image", v.image ? (v.image.reference || `inline, ${v.image.size} bytes, sha256 ${v.image.sha256.slice(0, 16)}…`) : "-");
   detail(details, "worker", v.worker);
   if (evidence.error) detail(details, "evidence", evidence.error);
