@@ -118,7 +118,7 @@ def eval_command(ctx: click.Context, clean_dir: Path | None, adv_dir: Path | Non
 @click.option("--threshold-file", help="Where to write the fit (default: the threshold_file setting, which "
                                        "the worker reads).")
 @click.option("--json", "as_json", is_flag=True, help="Print the written record as JSON.")
-@setting_options(*MODEL_SETTINGS, "cascade", "cascade_exit_share")
+@setting_options(*MODEL_SETTINGS, "cascade", "cascade_vocabulary", "cascade_exit_share")
 @click.pass_context
 def calibrate_command(ctx: click.Context, audit_path: str | None, clean_dir: Path | None, labels_from: str | None,
                       recursive: bool, max_samples: int | None, target_fpr: float, confidence: float,

@@ -17,7 +17,8 @@ Decorator = Callable[[Callable[..., Any]], Callable[..., Any]]
 # The settings each kind of command takes (beyond the root group's).
 MODEL_SETTINGS = ("profile", "model_dir", "device", "dtype", "cpu_threads", "mode", "encoder_zoo", "generator_zoo",
                   "encoders_per_request", "noise_scale", "seed", "max_batch")
-WORKER_SETTINGS = (*MODEL_SETTINGS, "threshold", "threshold_file", "cascade", "cascade_exit_threshold", "group_id", "max_wait_ms", "max_in_flight",
+WORKER_SETTINGS = (*MODEL_SETTINGS, "threshold", "threshold_file", "cascade", "cascade_vocabulary", "cascade_exit_threshold",
+                   "group_id", "max_wait_ms", "max_in_flight",
                    "caption_max_batch", "generate_max_batch", "embed_max_batch", "batches_in_flight",
                    "commit_interval_s", "session_timeout_s", "heartbeat_interval_s", "group_instance_id",
                    "allow_file", "file_root", "allow_http", "allow_private_hosts", "fetch_timeout_s", "s3_endpoint",
