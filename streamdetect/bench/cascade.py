@@ -64,11 +64,11 @@ def fit(models: Any, config: CascadeBench) -> dict[str, Any]:
     captions = models.captioner.caption(images)
     regenerated = models.generator.generate(captions, list(range(len(images))))
     mirror = [ensemble_score(s) for s in score_pairs(models.encoders, images, regenerated)]
+    swaps = load_swaps("mini")
     first = {"agreement": lambda: agreement_scores(models.encoders, images, captions),
              "margin": lambda: margin_scores(models.encoders, images, captions,
                                              models.captioner.rivals(images, captions, RIVALS)),
              "swap": lambda: margin_scores(models.encoders, images, captions, [swaps.rivals(c) for c in captions])}
-    swaps = load_swaps("mini")
     out: dict[str, Any] = {"always": {"threshold": fit_target_fpr(mirror, config.target_fpr).threshold}}
     for kind in config.first_stages:
         unchecked = [swaps.unchecked(c) if kind == "swap" else None for c in captions]

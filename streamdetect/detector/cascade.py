@@ -3,8 +3,8 @@ encoders' text towers? An upload whose caption agrees with it confidently (first
 ``agreement``: mean cosine of image and caption embeddings at or above ``exit_threshold``; or
 ``margin``: how much better the caption fits than the captioner's own next likeliest captions;
 or ``swap``: how much better it fits than itself with one word swapped for another of its kind,
-swaps.py) is decided clean without a text-to-image call; every other upload goes on to regeneration, and
-MirrorCheck decides.
+swaps.py) is decided clean without a text-to-image call; every other upload goes on to
+regeneration, and MirrorCheck decides.
 
 The exit threshold is fitted on clean traffic only, for a budget: the share of clean uploads
 allowed to skip regeneration (``fit_exit``). An attack must make the caption wrong, and a wrong

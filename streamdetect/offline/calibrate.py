@@ -44,13 +44,13 @@ class AuditScores:
 def _first_stage_score(verdict: dict[str, Any], kinds: set[str]) -> Any:
     """The cascade's first-stage score a verdict recorded (its caption agreement, or its margin
     over the captioner's rivals), noting which kind it was; None without a cascade block."""
+    from streamdetect.detector.cascade import can_exit
+
     block = verdict.get("cascade")
     if not isinstance(block, dict):
         return None
     kind = block.get("first_stage", "agreement")
     kinds.add(str(kind) if kind != "swap" else f"swap:{block.get('vocabulary')}")
-    from streamdetect.detector.cascade import can_exit
-
     score = block.get("margin") if kind in ("margin", "swap") else block.get("agreement")
     if not isinstance(score, (int, float)) or not can_exit(str(kind), float(score), block.get("unchecked")):
         return None  # it could never exit, so it is no sample of the exit's fit
